@@ -1,0 +1,86 @@
+/**
+ * Datagram authentication: with a cluster secret, every datagram ends with a trailer of an
+ * 8-byte timestamp (ms since the epoch, big-endian) and an HMAC-SHA256 over everything before
+ * the MAC. Receivers drop datagrams without a valid MAC, with a timestamp outside the window,
+ * or whose MAC they have seen before (an exact replay). Pure computation; the caller supplies
+ * the clock.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { FLAG_SIGNED, HEADER_BYTES } from './frame.ts';
+
+export const MAC_BYTES = 32;
+export const TRAILER_BYTES = 8 + MAC_BYTES;
+
+export type VerifyResult =
+  | { ok: true; frame: Buffer; mac: Buffer }
+  | { ok: false; reason: 'unsigned' | 'bad-mac' | 'stale' | 'truncated' };
+
+export class DatagramSigner {
+  readonly #key: Buffer;
+  readonly #windowMs: number;
+
+  constructor(secret: string | Buffer, windowMs: number) {
+    this.#key = typeof secret === 'string' ? Buffer.from(secret, 'utf8') : secret;
+    this.#windowMs = windowMs;
+  }
+
+  /** Returns a copy of `frame` with the signed flag set and the trailer appended. */
+  sign(frame: Buffer, nowMs: number): Buffer {
+    const out = Buffer.allocUnsafe(frame.length + TRAILER_BYTES);
+    frame.copy(out, 0);
+    out[4] = (out[4] ?? 0) | FLAG_SIGNED;
+    out.writeBigUInt64BE(BigInt(Math.floor(nowMs)), frame.length);
+    const mac = createHmac('sha256', this.#key).update(out.subarray(0, frame.length + 8)).digest();
+    mac.copy(out, frame.length + 8);
+    return out;
+  }
+
+  /** Checks a datagram's trailer; on success returns the frame without it (flag cleared). */
+  verify(datagram: Buffer, nowMs: number): VerifyResult {
+    if (datagram.length < HEADER_BYTES) return { ok: false, reason: 'truncated' };
+    if (((datagram[4] ?? 0) & FLAG_SIGNED) === 0) return { ok: false, reason: 'unsigned' };
+    if (datagram.length < HEADER_BYTES + TRAILER_BYTES) return { ok: false, reason: 'truncated' };
+    const macAt = datagram.length - MAC_BYTES;
+    const expected = createHmac('sha256', this.#key).update(datagram.subarray(0, macAt)).digest();
+    const mac = datagram.subarray(macAt);
+    if (!timingSafeEqual(expected, mac)) return { ok: false, reason: 'bad-mac' };
+    const ts = Number(datagram.readBigUInt64BE(macAt - 8));
+    if (Math.abs(nowMs - ts) > this.#windowMs) return { ok: false, reason: 'stale' };
+    const frame = Buffer.from(datagram.subarray(0, macAt - 8));
+    frame[4] = (frame[4] ?? 0) & ~FLAG_SIGNED;
+    return { ok: true, frame, mac: Buffer.from(mac) };
+  }
+}
+
+/**
+ * Remembers recently seen MACs to drop exact replays inside the time window. Bounded: the
+ * oldest entries go first; a replay of an evicted datagram is still caught by the transport's
+ * duplicate suppression of request ids.
+ */
+export class ReplayFilter {
+  readonly #max: number;
+  readonly #windowMs: number;
+  readonly #seen = new Map<string, number>();
+
+  constructor(maxEntries: number, windowMs: number) {
+    this.#max = maxEntries;
+    this.#windowMs = windowMs;
+  }
+
+  /** Records the MAC; returns false when it was already seen. */
+  check(mac: Buffer, nowMs: number): boolean {
+    const key = mac.toString('latin1');
+    if (this.#seen.has(key)) return false;
+    this.#seen.set(key, nowMs);
+    // Insertion order is arrival order: drop from the front what is past the window or the bound.
+    for (const [k, at] of this.#seen) {
+      if (this.#seen.size <= this.#max && at >= nowMs - 2 * this.#windowMs) break;
+      this.#seen.delete(k);
+    }
+    return true;
+  }
+
+  get size(): number {
+    return this.#seen.size;
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * Datagram frames: the binary layer under the JSON envelopes. Pure: bytes in, values out.
+ *
+ *   0  2  magic "TG"
+ *   2  1  protocol version (1)
+ *   3  1  frame type (FrameType)
+ *   4  1  flags (bit 0: the datagram ends with a 40-byte signature trailer)
+ *   5  .. body, by frame type
+ *
+ * A MSG frame carries one or more whole envelopes, each prefixed by its u32 length, so that
+ * several small messages to one peer share a datagram. A message larger than one datagram
+ * travels as FRAG frames and is reassembled; FRAG_ACK (cumulative plus selective bitmap) and
+ * PROBE let the sender re-send only the fragments that were lost.
+ */
+import { ProtocolError } from '../errors.ts';
+import { PROTOCOL_VERSION } from './limits.ts';
+
+export const MAGIC0 = 0x54; // 'T'
+export const MAGIC1 = 0x47; // 'G'
+export const HEADER_BYTES = 5;
+export const FLAG_SIGNED = 0x01;
+
+export const FrameType = { MSG: 1, FRAG: 2, FRAG_ACK: 3, PROBE: 4 } as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+/** Bytes of a FRAG frame before its data. */
+export const FRAG_HEADER_BYTES = HEADER_BYTES + 16;
+/** Bytes of a FRAG_ACK frame before its bitmap. */
+export const ACK_HEADER_BYTES = HEADER_BYTES + 13;
+
+export const AckStatus = { PARTIAL: 0, COMPLETE: 1, UNKNOWN: 2 } as const;
+export type AckStatus = (typeof AckStatus)[keyof typeof AckStatus];
+
+export type Frame =
+  | { type: typeof FrameType.MSG; messages: Buffer[] }
+  | { type: typeof FrameType.FRAG; msgId: number; index: number; count: number; total: number; data: Buffer }
+  | {
+      type: typeof FrameType.FRAG_ACK;
+      msgId: number;
+      count: number;
+      status: AckStatus;
+      /** Every index below this one has arrived. */
+      below: number;
+      /** Bit i set: index below + i has arrived. */
+      bitmap: Buffer;
+    }
+  | { type: typeof FrameType.PROBE; msgId: number; count: number };
+
+function header(buf: Buffer, type: FrameType): void {
+  buf[0] = MAGIC0;
+  buf[1] = MAGIC1;
+  buf[2] = PROTOCOL_VERSION;
+  buf[3] = type;
+  buf[4] = 0;
+}
+
+/** True when the datagram starts like a TaskGrid v1 frame (legacy JSON starts with `{`). */
+export function looksLikeFrame(buf: Buffer): boolean {
+  return buf.length >= HEADER_BYTES && buf[0] === MAGIC0 && buf[1] === MAGIC1;
+}
+
+/** Bytes a MSG frame holding messages of these sizes takes. */
+export function msgFrameSize(messageSizes: readonly number[]): number {
+  let n = HEADER_BYTES;
+  for (const s of messageSizes) n += 4 + s;
+  return n;
+}
+
+export function encodeMsgFrame(messages: readonly Buffer[]): Buffer {
+  let size = HEADER_BYTES;
+  for (const m of messages) size += 4 + m.length;
+  const buf = Buffer.allocUnsafe(size);
+  header(buf, FrameType.MSG);
+  let off = HEADER_BYTES;
+  for (const m of messages) {
+    buf.writeUInt32BE(m.length, off);
+    m.copy(buf, off + 4);
+    off += 4 + m.length;
+  }
+  return buf;
+}
+
+export function encodeFragFrame(msgId: number, index: number, count: number, total: number, data: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(FRAG_HEADER_BYTES + data.length);
+  header(buf, FrameType.FRAG);
+  buf.writeUInt32BE(msgId >>> 0, 5);
+  buf.writeUInt32BE(index, 9);
+  buf.writeUInt32BE(count, 13);
+  buf.writeUInt32BE(total, 17);
+  data.copy(buf, FRAG_HEADER_BYTES);
+  return buf;
+}
+
+export function encodeAckFrame(msgId: number, count: number, status: AckStatus, below: number, bitmap: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(ACK_HEADER_BYTES + bitmap.length);
+  header(buf, FrameType.FRAG_ACK);
+  buf.writeUInt32BE(msgId >>> 0, 5);
+  buf.writeUInt32BE(count, 9);
+  buf[13] = status;
+  buf.writeUInt32BE(below, 14);
+  bitmap.copy(buf, ACK_HEADER_BYTES);
+  return buf;
+}
+
+export function encodeProbeFrame(msgId: number, count: number): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_BYTES + 8);
+  header(buf, FrameType.PROBE);
+  buf.writeUInt32BE(msgId >>> 0, 5);
+  buf.writeUInt32BE(count, 9);
+  return buf;
+}
+
+/**
+ * Decodes one datagram (its signature trailer, if any, already removed).
+ * Throws ProtocolError on anything malformed; never reads out of bounds.
+ */
+export function decodeFrame(buf: Buffer): Frame {
+  if (buf.length < HEADER_BYTES || buf[0] !== MAGIC0 || buf[1] !== MAGIC1) {
+    throw new ProtocolError('not a TaskGrid frame');
+  }
+  if (buf[2] !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${buf[2]}`);
+  switch (buf[3]) {
+    case FrameType.MSG: {
+      const messages: Buffer[] = [];
+      let off = HEADER_BYTES;
+      while (off < buf.length) {
+        if (off + 4 > buf.length) throw new ProtocolError('truncated message length');
+        const len = buf.readUInt32BE(off);
+        off += 4;
+        if (len === 0 || off + len > buf.length) throw new ProtocolError('truncated message');
+        messages.push(buf.subarray(off, off + len));
+        off += len;
+      }
+      if (messages.length === 0) throw new ProtocolError('empty message frame');
+      return { type: FrameType.MSG, messages };
+    }
+    case FrameType.FRAG: {
+      if (buf.length <= FRAG_HEADER_BYTES) throw new ProtocolError('truncated fragment');
+      const msgId = buf.readUInt32BE(5);
+      const index = buf.readUInt32BE(9);
+      const count = buf.readUInt32BE(13);
+      const total = buf.readUInt32BE(17);
+      if (count < 2 || index >= count || total < count) throw new ProtocolError('bad fragment header');
+      return { type: FrameType.FRAG, msgId, index, count, total, data: buf.subarray(FRAG_HEADER_BYTES) };
+    }
+    case FrameType.FRAG_ACK: {
+      if (buf.length < ACK_HEADER_BYTES) throw new ProtocolError('truncated fragment ack');
+      const status = buf[13];
+      if (status !== AckStatus.PARTIAL && status !== AckStatus.COMPLETE && status !== AckStatus.UNKNOWN) {
+        throw new ProtocolError('bad fragment ack status');
+      }
+      const count = buf.readUInt32BE(9);
+      const below = buf.readUInt32BE(14);
+      if (below > count) throw new ProtocolError('bad fragment ack');
+      return {
+        type: FrameType.FRAG_ACK,
+        msgId: buf.readUInt32BE(5),
+        count,
+        status,
+        below,
+        bitmap: buf.subarray(ACK_HEADER_BYTES),
+      };
+    }
+    case FrameType.PROBE: {
+      if (buf.length !== HEADER_BYTES + 8) throw new ProtocolError('bad probe');
+      return { type: FrameType.PROBE, msgId: buf.readUInt32BE(5), count: buf.readUInt32BE(9) };
+    }
+    default:
+      throw new ProtocolError(`unknown frame type ${buf[3]}`);
+  }
+}
