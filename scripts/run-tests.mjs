@@ -48,7 +48,8 @@ let failed = 0;
 try {
   const text = readFileSync(tap, 'utf8');
   passed = Number(/^# pass (\d+)/m.exec(text)?.[1] ?? 0);
-  failed = Number(/^# fail (\d+)/m.exec(text)?.[1] ?? 0);
+  failed =
+    Number(/^# fail (\d+)/m.exec(text)?.[1] ?? 0) + Number(/^# cancelled (\d+)/m.exec(text)?.[1] ?? 0);
 } catch {
   // no report: the runner itself failed, the exit status says so below
 }

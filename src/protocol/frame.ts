@@ -10,7 +10,8 @@
  * A MSG frame carries one or more whole envelopes, each prefixed by its u32 length, so that
  * several small messages to one peer share a datagram. A message larger than one datagram
  * travels as FRAG frames and is reassembled; FRAG_ACK (cumulative plus selective bitmap) and
- * PROBE let the sender re-send only the fragments that were lost.
+ * PROBE (answered by a FRAG_ACK echoing its token) let the sender re-send only the fragments
+ * that were lost.
  */
 import { ProtocolError } from '../errors.ts';
 import { PROTOCOL_VERSION } from './limits.ts';
@@ -26,7 +27,9 @@ export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 /** Bytes of a FRAG frame before its data. */
 export const FRAG_HEADER_BYTES = HEADER_BYTES + 16;
 /** Bytes of a FRAG_ACK frame before its bitmap. */
-export const ACK_HEADER_BYTES = HEADER_BYTES + 13;
+export const ACK_HEADER_BYTES = HEADER_BYTES + 17;
+/** Bytes of a PROBE frame. */
+export const PROBE_BYTES = HEADER_BYTES + 12;
 
 export const AckStatus = { PARTIAL: 0, COMPLETE: 1, UNKNOWN: 2 } as const;
 export type AckStatus = (typeof AckStatus)[keyof typeof AckStatus];
@@ -41,10 +44,12 @@ export type Frame =
       status: AckStatus;
       /** Every index below this one has arrived. */
       below: number;
+      /** The token of the probe this answers; 0 when unsolicited. */
+      echo: number;
       /** Bit i set: index below + i has arrived. */
       bitmap: Buffer;
     }
-  | { type: typeof FrameType.PROBE; msgId: number; count: number };
+  | { type: typeof FrameType.PROBE; msgId: number; count: number; token: number };
 
 function header(buf: Buffer, type: FrameType): void {
   buf[0] = MAGIC0;
@@ -91,22 +96,31 @@ export function encodeFragFrame(msgId: number, index: number, count: number, tot
   return buf;
 }
 
-export function encodeAckFrame(msgId: number, count: number, status: AckStatus, below: number, bitmap: Buffer): Buffer {
+export function encodeAckFrame(
+  msgId: number,
+  count: number,
+  status: AckStatus,
+  below: number,
+  echo: number,
+  bitmap: Buffer,
+): Buffer {
   const buf = Buffer.allocUnsafe(ACK_HEADER_BYTES + bitmap.length);
   header(buf, FrameType.FRAG_ACK);
   buf.writeUInt32BE(msgId >>> 0, 5);
   buf.writeUInt32BE(count, 9);
   buf[13] = status;
   buf.writeUInt32BE(below, 14);
+  buf.writeUInt32BE(echo >>> 0, 18);
   bitmap.copy(buf, ACK_HEADER_BYTES);
   return buf;
 }
 
-export function encodeProbeFrame(msgId: number, count: number): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER_BYTES + 8);
+export function encodeProbeFrame(msgId: number, count: number, token: number): Buffer {
+  const buf = Buffer.allocUnsafe(PROBE_BYTES);
   header(buf, FrameType.PROBE);
   buf.writeUInt32BE(msgId >>> 0, 5);
   buf.writeUInt32BE(count, 9);
+  buf.writeUInt32BE(token >>> 0, 13);
   return buf;
 }
 
@@ -158,12 +172,18 @@ export function decodeFrame(buf: Buffer): Frame {
         count,
         status,
         below,
+        echo: buf.readUInt32BE(18),
         bitmap: buf.subarray(ACK_HEADER_BYTES),
       };
     }
     case FrameType.PROBE: {
-      if (buf.length !== HEADER_BYTES + 8) throw new ProtocolError('bad probe');
-      return { type: FrameType.PROBE, msgId: buf.readUInt32BE(5), count: buf.readUInt32BE(9) };
+      if (buf.length !== PROBE_BYTES) throw new ProtocolError('bad probe');
+      return {
+        type: FrameType.PROBE,
+        msgId: buf.readUInt32BE(5),
+        count: buf.readUInt32BE(9),
+        token: buf.readUInt32BE(13),
+      };
     }
     default:
       throw new ProtocolError(`unknown frame type ${buf[3]}`);
