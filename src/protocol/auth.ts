@@ -6,6 +6,7 @@
  * the clock.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { FifoCache } from './fifo-cache.ts';
 import { FLAG_SIGNED, HEADER_BYTES } from './frame.ts';
 
 export const MAC_BYTES = 32;
@@ -58,25 +59,20 @@ export class DatagramSigner {
  * duplicate suppression of request ids.
  */
 export class ReplayFilter {
-  readonly #max: number;
   readonly #windowMs: number;
-  readonly #seen = new Map<string, number>();
+  readonly #seen: FifoCache<true>;
 
   constructor(maxEntries: number, windowMs: number) {
-    this.#max = maxEntries;
     this.#windowMs = windowMs;
+    this.#seen = new FifoCache<true>(maxEntries);
   }
 
   /** Records the MAC; returns false when it was already seen. */
   check(mac: Buffer, nowMs: number): boolean {
     const key = mac.toString('latin1');
     if (this.#seen.has(key)) return false;
-    this.#seen.set(key, nowMs);
-    // Insertion order is arrival order: drop from the front what is past the window or the bound.
-    for (const [k, at] of this.#seen) {
-      if (this.#seen.size <= this.#max && at >= nowMs - 2 * this.#windowMs) break;
-      this.#seen.delete(k);
-    }
+    this.#seen.set(key, true, nowMs);
+    this.#seen.evict(nowMs - 2 * this.#windowMs);
     return true;
   }
 

@@ -7,8 +7,11 @@
  *   4  1  flags (bit 0: the datagram ends with a 40-byte signature trailer)
  *   5  .. body, by frame type
  *
- * A MSG frame carries one or more whole envelopes, each prefixed by its u32 length, so that
- * several small messages to one peer share a datagram. A message larger than one datagram
+ * A MSG frame carries one or more whole envelopes, so that several small messages to one peer
+ * share a datagram. Each is prefixed by a u16 length, a u8 transmission number and a u8
+ * reserved (0): a request carries which transmission of it this is, and a reply echoes the
+ * number of the copy it answers, so that round trips are measured even for retransmitted
+ * requests (as TCP's timestamp option does) and the timeout tracks the real round trip under load. A message larger than one datagram
  * travels as FRAG frames and is reassembled; FRAG_ACK (cumulative plus selective bitmap) and
  * PROBE (answered by a FRAG_ACK echoing its token) let the sender re-send only the fragments
  * that were lost.
@@ -34,8 +37,19 @@ export const PROBE_BYTES = HEADER_BYTES + 12;
 export const AckStatus = { PARTIAL: 0, COMPLETE: 1, UNKNOWN: 2 } as const;
 export type AckStatus = (typeof AckStatus)[keyof typeof AckStatus];
 
+/** One message in a MSG frame, with its transmission number (0 = none). */
+export interface FramedMessage {
+  bytes: Buffer;
+  tx: number;
+}
+
+/** Bytes of a MSG frame's per-message header. */
+export const MSG_ENTRY_HEADER_BYTES = 4;
+/** Largest message a MSG frame can hold (its length is a u16). */
+export const MAX_MSG_ENTRY_BYTES = 0xffff;
+
 export type Frame =
-  | { type: typeof FrameType.MSG; messages: Buffer[] }
+  | { type: typeof FrameType.MSG; messages: FramedMessage[] }
   | { type: typeof FrameType.FRAG; msgId: number; index: number; count: number; total: number; data: Buffer }
   | {
       type: typeof FrameType.FRAG_ACK;
@@ -64,23 +78,21 @@ export function looksLikeFrame(buf: Buffer): boolean {
   return buf.length >= HEADER_BYTES && buf[0] === MAGIC0 && buf[1] === MAGIC1;
 }
 
-/** Bytes a MSG frame holding messages of these sizes takes. */
-export function msgFrameSize(messageSizes: readonly number[]): number {
-  let n = HEADER_BYTES;
-  for (const s of messageSizes) n += 4 + s;
-  return n;
-}
-
-export function encodeMsgFrame(messages: readonly Buffer[]): Buffer {
+/** Encodes a MSG frame; a plain Buffer counts as a message with transmission number 0. */
+export function encodeMsgFrame(messages: readonly (Buffer | FramedMessage)[]): Buffer {
   let size = HEADER_BYTES;
-  for (const m of messages) size += 4 + m.length;
+  for (const m of messages) size += MSG_ENTRY_HEADER_BYTES + (Buffer.isBuffer(m) ? m : m.bytes).length;
   const buf = Buffer.allocUnsafe(size);
   header(buf, FrameType.MSG);
   let off = HEADER_BYTES;
   for (const m of messages) {
-    buf.writeUInt32BE(m.length, off);
-    m.copy(buf, off + 4);
-    off += 4 + m.length;
+    const bytes = Buffer.isBuffer(m) ? m : m.bytes;
+    if (bytes.length > MAX_MSG_ENTRY_BYTES) throw new RangeError('message too long for a MSG frame');
+    buf.writeUInt16BE(bytes.length, off);
+    buf[off + 2] = Buffer.isBuffer(m) ? 0 : Math.min(255, m.tx);
+    buf[off + 3] = 0;
+    bytes.copy(buf, off + MSG_ENTRY_HEADER_BYTES);
+    off += MSG_ENTRY_HEADER_BYTES + bytes.length;
   }
   return buf;
 }
@@ -135,14 +147,15 @@ export function decodeFrame(buf: Buffer): Frame {
   if (buf[2] !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${buf[2]}`);
   switch (buf[3]) {
     case FrameType.MSG: {
-      const messages: Buffer[] = [];
+      const messages: FramedMessage[] = [];
       let off = HEADER_BYTES;
       while (off < buf.length) {
-        if (off + 4 > buf.length) throw new ProtocolError('truncated message length');
-        const len = buf.readUInt32BE(off);
-        off += 4;
+        if (off + MSG_ENTRY_HEADER_BYTES > buf.length) throw new ProtocolError('truncated message header');
+        const len = buf.readUInt16BE(off);
+        const tx = buf[off + 2]!;
+        off += MSG_ENTRY_HEADER_BYTES;
         if (len === 0 || off + len > buf.length) throw new ProtocolError('truncated message');
-        messages.push(buf.subarray(off, off + len));
+        messages.push({ bytes: buf.subarray(off, off + len), tx });
         off += len;
       }
       if (messages.length === 0) throw new ProtocolError('empty message frame');

@@ -36,7 +36,10 @@ import {
   FrameType,
   HEADER_BYTES,
   looksLikeFrame,
+  MAX_MSG_ENTRY_BYTES,
+  MSG_ENTRY_HEADER_BYTES,
   type Frame,
+  type FramedMessage,
 } from '../protocol/frame.ts';
 import { LIMITS, TIMING } from '../protocol/limits.ts';
 import {
@@ -54,6 +57,7 @@ import {
   type RequestKind,
 } from '../protocol/messages.ts';
 import { Reassembler } from '../protocol/reassembly.ts';
+import { FifoCache } from '../protocol/fifo-cache.ts';
 import { RttEstimator } from './rtt.ts';
 import { TimerQueue, type TimerEntry } from './timer-queue.ts';
 import {
@@ -108,7 +112,8 @@ interface Pending {
   bytes: Buffer;
   fragmented: boolean;
   attempts: number;
-  firstSentAt: number;
+  /** When each transmission went out (index = transmission number - 1). */
+  sentAt: number[];
   resolve: (body: unknown) => void;
   reject: (err: unknown) => void;
   retryTimer: TimerEntry | undefined;
@@ -141,15 +146,17 @@ interface OutTransfer {
 }
 
 interface Seen {
-  at: number;
+  key: string;
   /** Encoded reply envelope, once the handler finished. */
   reply: Buffer | undefined;
   replyId: number;
+  /** Transmission number of the latest copy of the request, echoed in the reply. */
+  tx: number;
 }
 
 interface OutQueue {
   peer: PeerAddress;
-  msgs: Buffer[];
+  msgs: FramedMessage[];
   size: number;
 }
 
@@ -183,8 +190,7 @@ export class Endpoint implements Transport {
   #rawHandler: RawHandler | undefined;
   readonly #pending = new Map<number, Pending>();
   readonly #transfers = new Map<number, OutTransfer>();
-  readonly #seen = new Map<string, Seen>();
-  #seenBytes = 0;
+  readonly #seen: FifoCache<Seen>;
   readonly #reassembler: Reassembler;
   readonly #rtt = new Map<string, RttEstimator>();
   readonly #outbox = new Map<string, OutQueue>();
@@ -243,6 +249,7 @@ export class Endpoint implements Transport {
       ttlMs: this.#o.reassemblyTtlMs,
       maxMessageBytes: this.#o.maxMessageBytes,
     });
+    this.#seen = new FifoCache<Seen>(this.#o.dedupMaxEntries, this.#o.dedupMaxBytes);
     this.#nextId = Math.floor(this.#random() * 0xffffffff) >>> 0;
     link.onDatagram((data, from) => this.#onDatagram(data, from));
     link.onError(() => {
@@ -312,7 +319,7 @@ export class Endpoint implements Transport {
         bytes,
         fragmented: !this.#fitsOneDatagram(bytes),
         attempts: 0,
-        firstSentAt: this.#clock.now(),
+        sentAt: [],
         resolve: resolve as (b: unknown) => void,
         reject,
         retryTimer: undefined,
@@ -373,7 +380,10 @@ export class Endpoint implements Transport {
   }
 
   #fitsOneDatagram(bytes: Buffer): boolean {
-    return HEADER_BYTES + 4 + bytes.length <= this.#msgFrameBudget;
+    return (
+      HEADER_BYTES + MSG_ENTRY_HEADER_BYTES + bytes.length <= this.#msgFrameBudget &&
+      bytes.length <= MAX_MSG_ENTRY_BYTES
+    );
   }
 
   #rttFor(peerKey: string): RttEstimator {
@@ -394,9 +404,13 @@ export class Endpoint implements Transport {
   #transmit(p: Pending): void {
     if (this.#closed || !this.#pending.has(p.id)) return;
     p.attempts++;
-    if (p.attempts > 1) this.#counters.retransmits++;
+    p.sentAt.push(this.#clock.now());
+    if (p.attempts > 1) {
+      this.#counters.retransmits++;
+      this.#rttFor(p.peerKey).backoff(this.#clock.now());
+    }
     if (!p.fragmented) {
-      this.#enqueue(p.peer, p.bytes);
+      this.#enqueue(p.peer, p.bytes, p.attempts);
     } else if (!p.transfer || p.transfer.failed) {
       p.transfer = this.#startTransfer(p.peer, p.id, p.bytes);
     } else if (p.transfer.done) {
@@ -417,12 +431,12 @@ export class Endpoint implements Transport {
   }
 
   /** Sends an encoded envelope: coalesced when small, fragmented when not. */
-  #sendMessage(peer: PeerAddress, bytes: Buffer, transferId: number): void {
-    if (this.#fitsOneDatagram(bytes)) this.#enqueue(peer, bytes);
+  #sendMessage(peer: PeerAddress, bytes: Buffer, transferId: number, tx = 0): void {
+    if (this.#fitsOneDatagram(bytes)) this.#enqueue(peer, bytes, tx);
     else this.#startTransfer(peer, transferId, bytes);
   }
 
-  #enqueue(peer: PeerAddress, bytes: Buffer): void {
+  #enqueue(peer: PeerAddress, bytes: Buffer, tx: number): void {
     this.#counters.messagesOut++;
     const key = peerKeyOf(peer);
     let q = this.#outbox.get(key);
@@ -430,9 +444,9 @@ export class Endpoint implements Transport {
       q = { peer, msgs: [], size: HEADER_BYTES };
       this.#outbox.set(key, q);
     }
-    if (q.size + 4 + bytes.length > this.#msgFrameBudget) this.#flushQueue(q);
-    q.msgs.push(bytes);
-    q.size += 4 + bytes.length;
+    if (q.size + MSG_ENTRY_HEADER_BYTES + bytes.length > this.#msgFrameBudget) this.#flushQueue(q);
+    q.msgs.push({ bytes, tx });
+    q.size += MSG_ENTRY_HEADER_BYTES + bytes.length;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(() => this.#flushAll());
@@ -646,7 +660,7 @@ export class Endpoint implements Transport {
     const peerKey = peerKeyOf(from);
     switch (frame.type) {
       case FrameType.MSG:
-        for (const m of frame.messages) this.#onMessage(m, from, peerKey);
+        for (const m of frame.messages) this.#onMessage(m.bytes, m.tx, from, peerKey);
         break;
       case FrameType.FRAG:
         this.#onFragment(frame, from, peerKey);
@@ -686,7 +700,7 @@ export class Endpoint implements Transport {
       case 'complete':
         this.#counters.reassemblies++;
         this.#sendAck(key, f.msgId, f.count, from);
-        this.#onMessage(out.message, from, peerKey);
+        this.#onMessage(out.message, 0, from, peerKey);
         return;
     }
   }
@@ -703,7 +717,7 @@ export class Endpoint implements Transport {
     this.#sendFrame(encodeAckFrame(msgId, s.count, s.status, s.below, echo, s.bitmap), to);
   }
 
-  #onMessage(bytes: Buffer, from: PeerAddress, peerKey: string): void {
+  #onMessage(bytes: Buffer, tx: number, from: PeerAddress, peerKey: string): void {
     let env: Envelope;
     try {
       env = decodeEnvelope(bytes);
@@ -712,18 +726,20 @@ export class Endpoint implements Transport {
       return;
     }
     this.#counters.messagesIn++;
-    if (env.re !== undefined) this.#onReply(env, env.re, from);
-    else this.#onRequestOrNotification(env, from, peerKey);
+    if (env.re !== undefined) this.#onReply(env, env.re, tx, from);
+    else this.#onRequestOrNotification(env, tx, from, peerKey);
   }
 
-  #onReply(env: Envelope, re: number, from: PeerAddress): void {
+  #onReply(env: Envelope, re: number, tx: number, from: PeerAddress): void {
     const p = this.#pending.get(re);
     if (!p || p.peer.port !== from.port) {
       this.#counters.lateReplies++;
       return;
     }
     this.#counters.repliesReceived++;
-    if (p.attempts === 1 && !p.fragmented) this.#rttFor(p.peerKey).sample(this.#clock.now() - p.firstSentAt);
+    // The echoed transmission number says which copy was answered: an unambiguous sample.
+    const sentAt = tx > 0 ? p.sentAt[tx - 1] : p.attempts === 1 && !p.fragmented ? p.sentAt[0] : undefined;
+    if (sentAt !== undefined) this.#rttFor(p.peerKey).sample(this.#clock.now() - sentAt);
     switch (env.k) {
       case ReplyKind.OK: {
         const parsed = requests[p.kind].res.safeParse(env.b);
@@ -760,16 +776,17 @@ export class Endpoint implements Transport {
     }
   }
 
-  #onRequestOrNotification(env: Envelope, from: PeerAddress, peerKey: string): void {
+  #onRequestOrNotification(env: Envelope, tx: number, from: PeerAddress, peerKey: string): void {
     const key = `${peerKey}#${env.id}`;
     const seen = this.#seen.get(key);
     if (seen) {
       this.#counters.duplicates++;
+      seen.tx = tx;
       if (seen.reply) this.#resendReply(seen, from);
       return;
     }
-    const entry: Seen = { at: this.#clock.now(), reply: undefined, replyId: 0 };
-    this.#remember(key, entry);
+    const entry: Seen = { key, reply: undefined, replyId: 0, tx };
+    this.#seen.set(key, entry, this.#clock.now());
 
     if (isNotificationKind(env.k)) {
       const handler = this.#notifyHandlers.get(env.k);
@@ -862,36 +879,21 @@ export class Endpoint implements Transport {
     }
     entry.reply = bytes;
     entry.replyId = id;
-    this.#seenBytes += bytes.length;
-    this.#sendMessage(to, bytes, id);
+    this.#seen.resize(entry.key, bytes.length);
+    this.#sendMessage(to, bytes, id, entry.tx);
   }
 
   #resendReply(seen: Seen, to: PeerAddress): void {
     const reply = seen.reply!;
-    if (this.#fitsOneDatagram(reply)) this.#enqueue(to, reply);
+    if (this.#fitsOneDatagram(reply)) this.#enqueue(to, reply, seen.tx);
     else if (!this.#transfers.has(seen.replyId)) this.#startTransfer(to, seen.replyId, reply);
-  }
-
-  #remember(key: string, entry: Seen): void {
-    this.#seen.set(key, entry);
-    if (this.#seen.size > this.#o.dedupMaxEntries || this.#seenBytes > this.#o.dedupMaxBytes) this.#evictSeen(0);
-  }
-
-  /** Drops cached replies older than `cutoff`, and the oldest beyond the bounds. */
-  #evictSeen(cutoff: number): void {
-    for (const [key, e] of this.#seen) {
-      const over = this.#seen.size > this.#o.dedupMaxEntries || this.#seenBytes > this.#o.dedupMaxBytes;
-      if (!over && e.at >= cutoff) break;
-      this.#seen.delete(key);
-      if (e.reply) this.#seenBytes -= e.reply.length;
-    }
   }
 
   #startSweep(): void {
     // A plain interval, unref'd: housekeeping must not keep a process alive.
     this.#sweeper = setInterval(() => {
       const now = this.#clock.now();
-      this.#evictSeen(now - this.#o.dedupTtlMs);
+      this.#seen.evict(now - this.#o.dedupTtlMs);
       this.#reassembler.expire(now);
     }, SWEEP_INTERVAL_MS);
     this.#sweeper.unref();

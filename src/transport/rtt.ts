@@ -13,6 +13,7 @@ export class RttEstimator {
   #rttvar = 0;
   #rto: number;
   #samples = 0;
+  #lastBackoffAt = -Infinity;
   readonly #b: RtoBounds;
 
   constructor(bounds: RtoBounds) {
@@ -30,6 +31,18 @@ export class RttEstimator {
 
   get samples(): number {
     return this.#samples;
+  }
+
+  /**
+   * A retransmission timer expired: keep the backed-off timeout for new requests until a fresh
+   * sample arrives (RFC 6298 5.5). Without this, Karn's rule starves the estimator exactly
+   * when load raises the round trip, and every request is re-sent in a spiral. Many timers
+   * expiring together count once per timeout period.
+   */
+  backoff(nowMs: number): void {
+    if (nowMs - this.#lastBackoffAt < this.#rto) return;
+    this.#lastBackoffAt = nowMs;
+    this.#rto = Math.min(this.#b.maxMs, this.#rto * 2);
   }
 
   sample(rttMs: number): void {

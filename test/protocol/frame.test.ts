@@ -16,15 +16,19 @@ import {
 test('a message frame carries several envelopes and gives them back in order', () => {
   const a = encodeEnvelope({ k: 'ping', id: 1, b: {} });
   const b = encodeEnvelope({ k: 'ok', id: 2, re: 1, b: { x: 'é' } });
-  const f = decodeFrame(encodeMsgFrame([a, b]));
-  assert.equal(f.type, FrameType.MSG);
+  const f = decodeFrame(encodeMsgFrame([{ bytes: a, tx: 3 }, b]));
   assert.ok(f.type === FrameType.MSG);
   assert.deepEqual(
-    f.messages.map((m) => decodeEnvelope(m)),
+    f.messages.map((m) => decodeEnvelope(m.bytes)),
     [
       { k: 'ping', id: 1, b: {} },
       { k: 'ok', id: 2, re: 1, b: { x: 'é' } },
     ],
+  );
+  assert.deepEqual(
+    f.messages.map((m) => m.tx),
+    [3, 0],
+    'transmission numbers travel with their messages',
   );
 });
 

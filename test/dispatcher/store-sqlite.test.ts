@@ -1,0 +1,221 @@
+/**
+ * The SQLite task store: the conformance suite over a file and over `:memory:`, then what only
+ * a file can show: restart, schema versions, locking and storage faults.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { ErrorCode, TaskGridError } from '../../src/errors.ts';
+import { SCHEMA_VERSION, SqliteTaskStore } from '../../src/dispatcher/store/sqlite.ts';
+import type { TaskStore } from '../../src/dispatcher/store/store.ts';
+import { storeConformance } from './store.case.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'taskgrid-store-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+/** A path in a fresh directory that does not exist yet (the store creates it). */
+const freshPath = (): string => join(root, `t${++n}`, 'data', 'dispatcher.db');
+
+storeConformance('SQLite file', (options) => new SqliteTaskStore({ path: freshPath(), ...options }));
+storeConformance('SQLite :memory:', (options) => new SqliteTaskStore({ path: ':memory:', ...options }));
+
+const T0 = 1_700_000_000_000;
+const DEFAULTS = { timeoutMs: 1_000, maxAttempts: 3 };
+const specs = (count: number, payload = 'x') =>
+  Array.from({ length: count }, (_, i) => ({ type: 'io', payload: `${payload}${i}` }));
+
+function isStoreError(err: unknown): boolean {
+  assert.ok(err instanceof TaskGridError, `expected a TaskGridError, got ${String(err)}`);
+  assert.equal(err.code, ErrorCode.STORE);
+  return true;
+}
+
+/** Every id the store holds, straight from the file, and its counters against the rows. */
+function inspect(path: string): { ids: number[]; countsMatch: boolean; integrity: string } {
+  const db = new Database(path, { readonly: true });
+  try {
+    const ids = db.prepare('SELECT id FROM tasks ORDER BY id').pluck().all() as number[];
+    const actual = db
+      .prepare(
+        `SELECT type_id, CASE state WHEN 5 THEN 0 ELSE state END AS status, COUNT(*) AS n
+         FROM tasks GROUP BY 1, 2 ORDER BY 1, 2`,
+      )
+      .all();
+    const counted = db.prepare('SELECT type_id, status, n FROM counts WHERE n != 0 ORDER BY 1, 2').all();
+    const integrity = db.pragma('integrity_check', { simple: true }) as string;
+    return { ids, countsMatch: JSON.stringify(actual) === JSON.stringify(counted), integrity };
+  } finally {
+    db.close();
+  }
+}
+
+async function submitted(store: TaskStore, count: number): Promise<number[]> {
+  return (await store.submit(specs(count), T0, DEFAULTS)).map((r) => {
+    assert.ok('id' in r);
+    return r.id;
+  });
+}
+
+describe('SQLite task store on a file', () => {
+  test('a reopened file has every task, lease, counter and the id sequence where they were', async () => {
+    const path = freshPath();
+    const first = new SqliteTaskStore({ path });
+    const ids = await submitted(first, 10);
+    const claimed = await first.claim({ type: 'io', limit: 4, worker: 'w1', leaseMs: 60_000 }, T0);
+    await first.complete([{ id: claimed[0]!.id, attempt: 1, ok: true, result: 'done', runMs: 3 }], T0 + 1);
+    const before = { tasks: await first.get(ids), counts: await first.counts(), running: await first.listRunning() };
+    await first.close();
+
+    const again = new SqliteTaskStore({ path });
+    try {
+      assert.deepEqual(await again.get(ids), before.tasks);
+      assert.deepEqual(await again.counts(), before.counts);
+      assert.deepEqual(await again.listRunning(), before.running);
+      assert.equal(before.running.length, 3);
+      assert.equal(await again.nextLeaseExpiry(), T0 + 60_000);
+      // The surviving worker's result is still recorded after the restart.
+      assert.equal((await again.complete([{ id: claimed[1]!.id, attempt: 1, ok: true, result: 'r', runMs: 1 }], T0 + 2)).recorded, 1);
+      const [next] = await submitted(again, 1);
+      assert.equal(next, ids[9]! + 1);
+    } finally {
+      await again.close();
+    }
+    const db = new Database(path, { readonly: true });
+    assert.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
+    assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    db.close();
+  });
+
+  test('a file written by a newer schema version is refused with TG_ERR_STORE', async () => {
+    const path = freshPath();
+    await new SqliteTaskStore({ path }).close();
+    const db = new Database(path);
+    db.pragma('user_version = 99');
+    db.close();
+    assert.throws(() => new SqliteTaskStore({ path }), (err) => isStoreError(err) && /newer/.test(String(err)));
+  });
+
+  test('a corrupt file is refused with TG_ERR_STORE', () => {
+    const dir = join(root, `t${++n}`);
+    mkdirSync(dir);
+    const path = join(dir, 'dispatcher.db');
+    writeFileSync(path, 'this is not a database\n'.repeat(1000));
+    assert.throws(() => new SqliteTaskStore({ path }), isStoreError);
+  });
+
+  test('a data directory that cannot be created is refused with TG_ERR_STORE', () => {
+    const file = join(root, `t${++n}-file`);
+    writeFileSync(file, 'a file where the data directory should be');
+    assert.throws(() => new SqliteTaskStore({ path: join(file, 'data', 'dispatcher.db') }), isStoreError);
+  });
+
+  test('a second store on a file another one holds fails at start with TG_ERR_STORE', async () => {
+    const path = freshPath();
+    const holder = new SqliteTaskStore({ path });
+    try {
+      await submitted(holder, 1);
+      assert.throws(() => new SqliteTaskStore({ path }), isStoreError);
+    } finally {
+      await holder.close();
+    }
+  });
+
+  test('an invalid synchronous setting is a configuration error', () => {
+    assert.throws(
+      () => new SqliteTaskStore({ path: freshPath(), synchronous: 'off' as 'full' }),
+      (err) => err instanceof TaskGridError && err.code === ErrorCode.CONFIG,
+    );
+    const full = new SqliteTaskStore({ path: freshPath(), synchronous: 'full' });
+    return full.close();
+  });
+});
+
+describe('SQLite task store storage faults', () => {
+  // Tests run as root in CI, and root ignores permission bits, so a chmod-ed directory proves
+  // nothing there. The read-only case opens the file with SQLite's read-only flag, the very
+  // SQLITE_READONLY path an unwritable file or directory takes; the full-disk case caps the
+  // file's page count, the very SQLITE_FULL path a full disk takes. Both work as any user.
+  test('a read-only store rejects submit with TG_ERR_STORE and acknowledges nothing', async () => {
+    const path = freshPath();
+    const writer = new SqliteTaskStore({ path });
+    const ids = await submitted(writer, 5);
+    await writer.close();
+
+    const reader = new SqliteTaskStore({ path, readOnly: true });
+    try {
+      assert.equal((await reader.get(ids)).tasks.length, 5, 'reads still work');
+      await assert.rejects(reader.submit(specs(3), T0, DEFAULTS), isStoreError);
+      await assert.rejects(reader.claim({ type: 'io', limit: 1, worker: 'w', leaseMs: 1 }, T0), isStoreError);
+    } finally {
+      await reader.close();
+    }
+    const after = inspect(path);
+    assert.deepEqual(after.ids, ids);
+    assert.ok(after.countsMatch);
+  });
+
+  test('a full disk rejects submit with TG_ERR_STORE; the failed batch is absent and all before it intact', async () => {
+    const path = freshPath();
+    const store = new SqliteTaskStore({ path, maxBytes: 512 * 1024 });
+    const acked: number[] = [];
+    let failure: unknown;
+    try {
+      for (let i = 0; i < 200 && failure === undefined; i++) {
+        try {
+          const results = await store.submit(specs(100, 'y'.repeat(200)), T0, DEFAULTS);
+          for (const r of results) if ('id' in r) acked.push(r.id);
+        } catch (err) {
+          failure = err;
+        }
+      }
+      assert.ok(failure !== undefined, 'the store should have filled up');
+      isStoreError(failure);
+      assert.match(String(failure), /full/);
+      assert.ok(acked.length >= 100);
+      // Still readable, and the counters were rolled back with the batch.
+      assert.equal(await store.queueDepth('io'), acked.length);
+    } finally {
+      await store.close();
+    }
+    const after = inspect(path);
+    assert.deepEqual(after.ids, acked);
+    assert.ok(after.countsMatch);
+    assert.equal(after.integrity, 'ok');
+    const roomy = new SqliteTaskStore({ path });
+    try {
+      const [next] = await submitted(roomy, 1);
+      assert.equal(next, acked[acked.length - 1]! + 1);
+    } finally {
+      await roomy.close();
+    }
+  });
+
+  test(
+    'a store in a directory made read-only refuses to start or to submit (not as root)',
+    { skip: process.getuid?.() === 0 ? 'root ignores permission bits' : false },
+    async () => {
+      const path = freshPath();
+      await new SqliteTaskStore({ path }).close();
+      const dir = join(path, '..');
+      chmodSync(path, 0o444);
+      chmodSync(dir, 0o555);
+      try {
+        let store: SqliteTaskStore | undefined;
+        try {
+          store = new SqliteTaskStore({ path });
+        } catch (err) {
+          isStoreError(err);
+          return;
+        }
+        await assert.rejects(store.submit(specs(1), T0, DEFAULTS), isStoreError);
+        await store.close();
+      } finally {
+        chmodSync(dir, 0o755);
+        chmodSync(path, 0o644);
+      }
+    },
+  );
+});
