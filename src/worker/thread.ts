@@ -1,0 +1,238 @@
+/**
+ * Entry of a handler thread (started by HandlerPool, never imported). It loads every task type
+ * module it is given, says `ready`, then runs the tasks the pool sends, several at a time when
+ * handlers are asynchronous, and sends their outcomes and progress back in batches.
+ *
+ * The thread only reports what happened; the pool decides what a task's outcome finally is
+ * (a task that ran past its timeout is TG_ERR_TASK_TIMEOUT whatever its handler did next).
+ */
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { ErrorCode, TaskGridError, isErrorCode } from '../errors.ts';
+import type { Handler, HandlerContext } from './handler-api.ts';
+import { importHandler } from './import-handler.ts';
+import type {
+  AbortCause,
+  DoneItem,
+  FromThread,
+  ProgressItem,
+  RunItem,
+  ThreadData,
+  ToThread,
+} from './thread-protocol.ts';
+
+/** The protocol's limits on an error message and a progress message. */
+const MAX_ERROR_MESSAGE = 4096;
+const MAX_PROGRESS_MESSAGE = 1024;
+
+const ignoreProgress = (): void => {};
+
+/** One running task: it is also the handler's context. */
+class TaskRun implements HandlerContext {
+  readonly taskId: number;
+  readonly attempt: number;
+  readonly type: string;
+  readonly progress: (fraction?: number, message?: string) => void;
+  readonly seq: number;
+  readonly startedAt = performance.now();
+  // Created on first use: most handlers never look at their signal, and an AbortController per
+  // task is a measurable share of a small task's cost.
+  #controller: AbortController | undefined;
+
+  constructor(item: RunItem, host: ThreadHost) {
+    this.seq = item.s;
+    this.taskId = item.id;
+    this.attempt = item.attempt;
+    this.type = item.type;
+    // A bound function rather than a method so that `const { progress } = ctx` works too.
+    this.progress = item.progress ? (f, m) => host.reportProgress(this, f, m) : ignoreProgress;
+  }
+
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    return this.#controller.signal;
+  }
+
+  abort(cause: AbortCause): void {
+    this.#controller ??= new AbortController();
+    if (this.#controller.signal.aborted) return;
+    const reason =
+      cause === 'timeout'
+        ? new TaskGridError(ErrorCode.TASK_TIMEOUT, `task ${this.taskId} timed out`)
+        : new TaskGridError(ErrorCode.CANCELLED, `task ${this.taskId} was cancelled`);
+    this.#controller.abort(reason);
+  }
+}
+
+class ThreadHost {
+  readonly #port: MessagePort;
+  readonly #handlers: ReadonlyMap<string, Handler>;
+  readonly #running = new Map<number, TaskRun>();
+  #done: DoneItem[] = [];
+  #progress = new Map<number, ProgressItem>();
+  #flushQueued = false;
+
+  constructor(port: MessagePort, handlers: ReadonlyMap<string, Handler>) {
+    this.#port = port;
+    this.#handlers = handlers;
+  }
+
+  onMessage(msg: ToThread): void {
+    if (msg.k === 'run') {
+      for (const item of msg.items) this.#start(item);
+    } else {
+      for (const s of msg.s) this.#running.get(s)?.abort(msg.cause);
+    }
+  }
+
+  reportProgress(run: TaskRun, fraction: unknown, message: unknown): void {
+    if (!this.#running.has(run.seq)) return;
+    const f =
+      typeof fraction === 'number' && Number.isFinite(fraction)
+        ? Math.min(1, Math.max(0, fraction))
+        : undefined;
+    const m = typeof message === 'string' ? message.slice(0, MAX_PROGRESS_MESSAGE) : undefined;
+    if (f === undefined && m === undefined) return;
+    // Coalesced per flush: a handler reporting in a tight loop costs one map entry, not a message each.
+    const prev = this.#progress.get(run.seq);
+    const fNext = f ?? prev?.f;
+    const mNext = m ?? prev?.m;
+    this.#progress.set(run.seq, {
+      s: run.seq,
+      ...(fNext === undefined ? {} : { f: fNext }),
+      ...(mNext === undefined ? {} : { m: mNext }),
+    });
+    this.#queueFlush();
+  }
+
+  #start(item: RunItem): void {
+    const handle = this.#handlers.get(item.type);
+    const run = new TaskRun(item, this);
+    this.#running.set(item.s, run);
+    if (!handle) {
+      this.#fail(run, ErrorCode.INTERNAL, `task type "${item.type}" is not loaded in this thread`, false);
+      return;
+    }
+    let value: unknown;
+    try {
+      value = handle(item.payload, run);
+    } catch (err) {
+      this.#failWith(run, err);
+      return;
+    }
+    // Synchronous handlers finish here, without a promise per task.
+    if (typeof value === 'string') {
+      this.#succeed(run, value);
+    } else if (isThenable(value)) {
+      Promise.resolve(value).then(
+        (result: unknown) => {
+          if (typeof result === 'string') this.#succeed(run, result);
+          else this.#failNotString(run, result, 'resolved to');
+        },
+        (err: unknown) => this.#failWith(run, err),
+      );
+    } else {
+      this.#failNotString(run, value, 'returned');
+    }
+  }
+
+  #succeed(run: TaskRun, result: string): void {
+    if (!this.#end(run)) return;
+    this.#done.push({ s: run.seq, t: performance.now() - run.startedAt, r: result });
+  }
+
+  #failWith(run: TaskRun, err: unknown): void {
+    if (isPermanentTaskError(err)) this.#fail(run, err.code, err.message, true);
+    else this.#fail(run, ErrorCode.HANDLER_FAILED, describeThrown(err), false);
+  }
+
+  #failNotString(run: TaskRun, value: unknown, verb: string): void {
+    const what = value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+    this.#fail(
+      run,
+      ErrorCode.HANDLER_FAILED,
+      `handler of task type "${run.type}" ${verb} ${what}, not a string`,
+      false,
+    );
+  }
+
+  #fail(run: TaskRun, code: ErrorCode, message: string, permanent: boolean): void {
+    if (!this.#end(run)) return;
+    const m = message.length > MAX_ERROR_MESSAGE ? `${message.slice(0, MAX_ERROR_MESSAGE - 1)}…` : message;
+    this.#done.push({ s: run.seq, t: performance.now() - run.startedAt, c: code, m, p: permanent });
+  }
+
+  /** Forgets a run; false when it had already ended (a handler settles only once, but be sure). */
+  #end(run: TaskRun): boolean {
+    if (!this.#running.delete(run.seq)) return false;
+    this.#progress.delete(run.seq);
+    this.#queueFlush();
+    return true;
+  }
+
+  #queueFlush(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    // setImmediate rather than a microtask: every outcome of one incoming batch of synchronous
+    // tasks, and of async tasks settled by the same I/O turn, leaves in one message.
+    setImmediate(() => this.#flush());
+  }
+
+  #flush(): void {
+    this.#flushQueued = false;
+    if (this.#done.length === 0 && this.#progress.size === 0) return;
+    const msg: FromThread = { k: 'out', done: this.#done, progress: [...this.#progress.values()] };
+    this.#done = [];
+    this.#progress = new Map();
+    this.#port.postMessage(msg);
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+/**
+ * By name and code rather than `instanceof`: a handler may import its PermanentTaskError from
+ * a different copy of errors.ts than this thread (TypeScript sources beside a compiled dist/).
+ */
+function isPermanentTaskError(err: unknown): err is Error & { code: ErrorCode } {
+  return (
+    err instanceof Error && err.name === 'PermanentTaskError' && isErrorCode((err as { code?: unknown }).code)
+  );
+}
+
+function describeThrown(err: unknown): string {
+  if (err instanceof Error) {
+    const text = err.message === '' ? '(no message)' : err.message;
+    return err.name === 'Error' || err.name === '' ? text : `${err.name}: ${text}`;
+  }
+  try {
+    return `handler threw a non-Error value: ${typeof err === 'string' ? err : JSON.stringify(err)}`;
+  } catch {
+    return 'handler threw a non-Error value';
+  }
+}
+
+async function main(): Promise<void> {
+  const port = parentPort;
+  if (!port) throw new Error('src/worker/thread is the entry of a handler thread; HandlerPool starts it');
+  const { files } = workerData as ThreadData;
+  const handlers = new Map<string, Handler>();
+  try {
+    for (const [type, file] of Object.entries(files)) handlers.set(type, await importHandler(file, type));
+  } catch (err) {
+    const code = err instanceof TaskGridError ? err.code : ErrorCode.CONFIG;
+    const message = err instanceof Error ? err.message : String(err);
+    port.postMessage({ k: 'load-error', code, message } satisfies FromThread);
+    return;
+  }
+  const host = new ThreadHost(port, handlers);
+  port.on('message', (msg: ToThread) => host.onMessage(msg));
+  port.postMessage({ k: 'ready' } satisfies FromThread);
+}
+
+await main();
