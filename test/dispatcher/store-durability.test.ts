@@ -96,7 +96,10 @@ describe('task store durability across SIGKILL', () => {
       }
       // Batches committed but not yet printed when the kill came may be there too, whole.
       const queued = await store.queueDepth('dur');
-      assert.ok(queued >= expected && (queued - expected) % 500 === 0, `${queued} queued, ${expected} acknowledged`);
+      assert.ok(
+        queued >= expected && (queued - expected) % 500 === 0,
+        `${queued} queued, ${expected} acknowledged`,
+      );
     } finally {
       await store.close();
     }
@@ -111,11 +114,14 @@ describe('task store durability across SIGKILL', () => {
       await setup.submit(specs, Date.now(), { timeoutMs: 1_000, maxAttempts: 3 });
     }
     const leaseUntil = Date.now() + 3_600_000;
-    const claimed = await setup.claim({ type: 'dur', limit: total, worker: 'w1', leaseMs: 3_600_000 }, leaseUntil - 3_600_000);
+    const claimed = await setup.claim(
+      { type: 'dur', limit: total, worker: 'w1', leaseMs: 3_600_000 },
+      leaseUntil - 3_600_000,
+    );
     assert.equal(claimed.length, total);
     await setup.close();
 
-    const { lines, signal } = await runAndKill([path, 'complete', '100'], 10);
+    const { lines, signal } = await runAndKill([path, 'complete', '50'], 10);
     assert.equal(signal, 'SIGKILL');
     const recorded = new Set<number>();
     for (const line of lines) {
@@ -124,7 +130,7 @@ describe('task store durability across SIGKILL', () => {
       assert.ok(m, `unexpected line ${line}`);
       for (const id of m[1]!.split(' ')) recorded.add(Number(id));
     }
-    assert.ok(recorded.size >= 1_000);
+    assert.ok(recorded.size >= 500);
     assertConsistent(path);
 
     const store = new SqliteTaskStore({ path });
@@ -147,7 +153,10 @@ describe('task store durability across SIGKILL', () => {
       assert.ok(stillRunning > 0, 'the kill came after the last batch');
       const running = await store.listRunning('w1');
       assert.equal(running.length, stillRunning);
-      assert.ok(running.every((r) => r.leaseUntil === leaseUntil && r.attempt === 1), 'leases survive');
+      assert.ok(
+        running.every((r) => r.leaseUntil === leaseUntil && r.attempt === 1),
+        'leases survive',
+      );
     } finally {
       await store.close();
     }

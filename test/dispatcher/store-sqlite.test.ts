@@ -66,7 +66,11 @@ describe('SQLite task store on a file', () => {
     const ids = await submitted(first, 10);
     const claimed = await first.claim({ type: 'io', limit: 4, worker: 'w1', leaseMs: 60_000 }, T0);
     await first.complete([{ id: claimed[0]!.id, attempt: 1, ok: true, result: 'done', runMs: 3 }], T0 + 1);
-    const before = { tasks: await first.get(ids), counts: await first.counts(), running: await first.listRunning() };
+    const before = {
+      tasks: await first.get(ids),
+      counts: await first.counts(),
+      running: await first.listRunning(),
+    };
     await first.close();
 
     const again = new SqliteTaskStore({ path });
@@ -77,7 +81,11 @@ describe('SQLite task store on a file', () => {
       assert.equal(before.running.length, 3);
       assert.equal(await again.nextLeaseExpiry(), T0 + 60_000);
       // The surviving worker's result is still recorded after the restart.
-      assert.equal((await again.complete([{ id: claimed[1]!.id, attempt: 1, ok: true, result: 'r', runMs: 1 }], T0 + 2)).recorded, 1);
+      assert.equal(
+        (await again.complete([{ id: claimed[1]!.id, attempt: 1, ok: true, result: 'r', runMs: 1 }], T0 + 2))
+          .recorded,
+        1,
+      );
       const [next] = await submitted(again, 1);
       assert.equal(next, ids[9]! + 1);
     } finally {
@@ -95,7 +103,10 @@ describe('SQLite task store on a file', () => {
     const db = new Database(path);
     db.pragma('user_version = 99');
     db.close();
-    assert.throws(() => new SqliteTaskStore({ path }), (err) => isStoreError(err) && /newer/.test(String(err)));
+    assert.throws(
+      () => new SqliteTaskStore({ path }),
+      (err) => isStoreError(err) && /newer/.test(String(err)),
+    );
   });
 
   test('a corrupt file is refused with TG_ERR_STORE', () => {
@@ -173,7 +184,7 @@ describe('SQLite task store storage faults', () => {
       }
       assert.ok(failure !== undefined, 'the store should have filled up');
       isStoreError(failure);
-      assert.match(String(failure), /full/);
+      assert.match((failure as Error).message, /full/);
       assert.ok(acked.length >= 100);
       // Still readable, and the counters were rolled back with the batch.
       assert.equal(await store.queueDepth('io'), acked.length);

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ErrorCode, TaskGridError } from '../../src/errors.ts';
-import type { TaskOutcome, TaskSpec, TaskView } from '../../src/protocol/messages.ts';
+import { TaskAssignment, TaskView } from '../../src/protocol/messages.ts';
+import type { TaskOutcome, TaskSpec } from '../../src/protocol/messages.ts';
 import type { RetryPolicy, StatusCounts, SubmitResult, TaskStore } from '../../src/dispatcher/store/store.ts';
 
 /** What every implementation under test must accept: a deterministic backoff. */
@@ -63,6 +64,8 @@ async function everything(store: TaskStore, query: { status?: TaskView['status']
   let cursor: string | undefined;
   do {
     const page = await store.list({ ...query, limit: 7, ...(cursor === undefined ? {} : { cursor }) });
+    // Views go on the wire as they are: they must pass the protocol's own schema.
+    for (const t of page.tasks) TaskView.parse(t);
     out.push(...page.tasks);
     cursor = page.nextCursor;
   } while (cursor !== undefined);
@@ -85,6 +88,13 @@ async function assertCountsTrue(store: TaskStore): Promise<void> {
     assert.equal(await store.queueDepth(type), c.queued, `queue depth of ${type}`);
   }
   for (const type of expected.keys()) assert.ok(actual.has(type), `counts miss type ${type}`);
+}
+
+/** Views a call returned are the views the store now holds. */
+async function assertCurrent(store: TaskStore, views: readonly TaskView[]): Promise<void> {
+  const { tasks } = await store.get(views.map((v) => v.id));
+  assert.deepEqual(views, tasks);
+  for (const v of views) TaskView.parse(v);
 }
 
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
@@ -227,7 +237,11 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.ok('error' in first[3]!);
         assert.equal(first[3].error.code, ErrorCode.BUSY);
         idOf(first[4]);
-        const again = await store.submit([{ type: 'a', payload: 'k', key: 'k' }, ...tasksOf('a', 1)], T0, opts);
+        const again = await store.submit(
+          [{ type: 'a', payload: 'k', key: 'k' }, ...tasksOf('a', 1)],
+          T0,
+          opts,
+        );
         assert.deepEqual(again[0], { id: keyed, duplicate: true });
         assert.ok('error' in again[1]! && again[1].error.code === ErrorCode.BUSY);
         // Claiming makes room: the bound is on queued tasks, not on all tasks.
@@ -283,6 +297,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
           T0 + 10,
         );
         assert.deepEqual(seen, [2_000, DEFAULTS.timeoutMs]);
+        for (const a of claimed) TaskAssignment.parse(a);
         assert.deepEqual(claimed, [
           { id: ids[0], type: 'echo', payload: 'p0', attempt: 1, timeoutMs: 2_000 },
           { id: ids[1], type: 'echo', payload: 'p1', attempt: 1, timeoutMs: DEFAULTS.timeoutMs },
@@ -318,6 +333,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(first.finished[0]?.id, a);
         assert.equal(first.finished[0]?.status, 'succeeded');
         assert.equal(first.finished[0]?.result, 'first');
+        await assertCurrent(store, first.finished);
         const again = await store.complete([ok(a!, 1, 'late'), fail(a!, 1, true)], T0 + 6);
         assert.equal(again.recorded, 0);
         const v = await view(store, a!);
@@ -326,7 +342,11 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(v.finishedAt, T0 + 5);
         assert.equal(v.error, undefined);
         assert.equal((await view(store, b!)).status, 'running');
-        assert.deepEqual(await store.complete([ok(9_999_999, 1)], T0), { recorded: 0, finished: [], requeued: [] });
+        assert.deepEqual(await store.complete([ok(9_999_999, 1)], T0), {
+          recorded: 0,
+          finished: [],
+          requeued: [],
+        });
         await assertCountsTrue(store);
       }),
     );
@@ -335,7 +355,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       'a failed attempt is retried after exponential backoff, then the task fails after maxAttempts',
       withStore(async (store) => {
         const [id] = await submitIds(store, [{ type: 'flaky', payload: 'x', maxAttempts: 3 }]);
-        const claim = (now: number) => store.claim({ type: 'flaky', limit: 1, worker: 'w', leaseMs: 10_000 }, now);
+        const claim = (now: number) =>
+          store.claim({ type: 'flaky', limit: 1, worker: 'w', leaseMs: 10_000 }, now);
         let now = T0;
         for (const [attempt, backoff] of [
           [1, 100],
@@ -363,9 +384,13 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(await store.nextAvailableAt('flaky'), undefined);
         const res = await store.complete([fail(id!, 3)], now + 1);
         assert.equal(res.finished[0]?.status, 'failed');
-        assert.deepEqual(res.finished[0]?.error, { code: ErrorCode.HANDLER_FAILED, message: 'attempt 3 failed' });
+        assert.deepEqual(res.finished[0]?.error, {
+          code: ErrorCode.HANDLER_FAILED,
+          message: 'attempt 3 failed',
+        });
         assert.equal(res.finished[0]?.finishedAt, now + 1);
         assert.equal(res.finished[0]?.attempts, 3);
+        await assertCurrent(store, res.finished);
         assert.deepEqual(await claim(now + 100_000), []);
         await assertCountsTrue(store);
       }),
@@ -397,6 +422,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(res.recorded, 1);
         assert.equal(res.finished[0]?.status, 'failed');
         assert.equal(res.finished[0]?.attempts, 1);
+        await assertCurrent(store, res.finished);
         await assertCountsTrue(store);
       }),
     );
@@ -411,14 +437,19 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         await store.claim({ type: 'slow', limit: 2, worker: 'w1', leaseMs: (t) => t }, T0);
         assert.deepEqual(await store.expireLeases(T0 + 999), { finished: [], requeued: [] });
         const lapsed = await store.expireLeases(T0 + 1_000);
-        assert.deepEqual(lapsed.requeued, [{ id, type: 'slow', worker: 'w1', attempt: 1, availableAt: T0 + 1_095 }]);
+        assert.deepEqual(lapsed.requeued, [
+          { id, type: 'slow', worker: 'w1', attempt: 1, availableAt: T0 + 1_095 },
+        ]);
         const v = await view(store, id!);
         assert.equal(v.status, 'queued');
         assert.equal(v.error?.code, ErrorCode.TASK_TIMEOUT);
         assert.equal((await view(store, other!)).status, 'running');
         // The first worker reports after all: too late, the task is no longer its.
         assert.equal((await store.complete([ok(id!, 1)], T0 + 1_001)).recorded, 0);
-        const [again] = await store.claim({ type: 'slow', limit: 1, worker: 'w2', leaseMs: 1_000 }, T0 + 1_095);
+        const [again] = await store.claim(
+          { type: 'slow', limit: 1, worker: 'w2', leaseMs: 1_000 },
+          T0 + 1_095,
+        );
         assert.equal(again?.attempt, 2);
         assert.equal((await store.complete([ok(id!, 1)], T0 + 1_100)).recorded, 0);
         const out = await store.expireLeases(T0 + 2_095);
@@ -426,6 +457,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(out.finished[0]?.id, id);
         assert.equal(out.finished[0]?.status, 'failed');
         assert.equal(out.finished[0]?.error?.code, ErrorCode.TASK_TIMEOUT);
+        await assertCurrent(store, out.finished);
         assert.equal(await store.nextLeaseExpiry(), T0 + 60_000);
         assert.equal((await store.complete([ok(id!, 2)], T0 + 2_100)).recorded, 0);
         await assertCountsTrue(store);
@@ -436,7 +468,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       'expireLeases ends at most limit attempts per call, oldest lease first',
       withStore(async (store) => {
         const ids = await submitIds(store, tasksOf('t', 5));
-        for (let i = 0; i < 5; i++) await store.claim({ type: 't', limit: 1, worker: 'w', leaseMs: 100 - i }, T0);
+        for (let i = 0; i < 5; i++)
+          await store.claim({ type: 't', limit: 1, worker: 'w', leaseMs: 100 - i }, T0);
         const first = await store.expireLeases(T0 + 1_000, 2);
         assert.deepEqual(
           first.requeued.map((r) => r.id),
@@ -469,6 +502,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
             [ids[1], 'failed', ErrorCode.WORKER_LOST],
           ],
         );
+        await assertCurrent(store, out.finished);
         assert.equal((await view(store, ids[2]!)).status, 'running');
         assert.deepEqual(await store.releaseWorker('gone', T0 + 6), { finished: [], requeued: [] });
         assert.deepEqual(
@@ -492,6 +526,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(c1?.task.status, 'cancelled');
         assert.equal(c1?.task.finishedAt, T0 + 1);
         assert.equal(c1?.task.error?.code, ErrorCode.CANCELLED);
+        await assertCurrent(store, [c1.task]);
 
         const c2 = await store.cancel(running!, T0 + 2);
         assert.equal(c2?.changed, true);
@@ -499,7 +534,12 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(c2?.task.status, 'cancelled');
         assert.equal(c2?.task.worker, 'w', 'the caller learns which worker to tell');
         assert.equal(c2?.task.attempts, 1);
-        assert.equal((await store.complete([ok(running!, 1)], T0 + 3)).recorded, 0, 'the aborted attempt’s result');
+        await assertCurrent(store, [c2.task]);
+        assert.equal(
+          (await store.complete([ok(running!, 1)], T0 + 3)).recorded,
+          0,
+          'the aborted attempt’s result',
+        );
         assert.equal(await store.nextLeaseExpiry(), undefined);
         assert.deepEqual(await store.expireLeases(T0 + 10_000), { finished: [], requeued: [] });
 
@@ -522,7 +562,10 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         await store.claim({ type: 'c', limit: 1, worker: 'w', leaseMs: 1_000 }, T0);
         await store.complete([fail(id!, 1)], T0);
         assert.equal((await store.cancel(id!, T0 + 1))?.previous, 'queued');
-        assert.deepEqual(await store.claim({ type: 'c', limit: 1, worker: 'w', leaseMs: 1_000 }, T0 + 10_000), []);
+        assert.deepEqual(
+          await store.claim({ type: 'c', limit: 1, worker: 'w', leaseMs: 1_000 }, T0 + 10_000),
+          [],
+        );
         assert.equal(await store.nextAvailableAt('c'), undefined);
         await assertCountsTrue(store);
       }),
@@ -544,6 +587,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         assert.equal(r?.task.error, undefined);
         assert.equal(r?.task.finishedAt, undefined);
         assert.equal(r?.task.worker, undefined);
+        await assertCurrent(store, [r.task]);
 
         const [again] = await store.claim({ type: 'r', limit: 1, worker: 'w2', leaseMs: 1_000 }, T0 + 3);
         assert.equal(again?.id, id);
@@ -570,12 +614,21 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         const types = ['a', 'b', 'c'];
         const all: number[] = [];
         for (let i = 0; i < 10; i++)
-          all.push(...(await submitIds(store, types.flatMap((t) => tasksOf(t, 5 + i)), T0 + i)));
+          all.push(
+            ...(await submitIds(
+              store,
+              types.flatMap((t) => tasksOf(t, 5 + i)),
+              T0 + i,
+            )),
+          );
         // Spread the tasks over every status.
         const claimed = await store.claim({ type: 'a', limit: 40, worker: 'w', leaseMs: 1_000 }, T0);
         const b = await store.claim({ type: 'b', limit: 30, worker: 'w', leaseMs: 1_000 }, T0);
         await store.complete(
-          [...claimed.slice(0, 20).map((t) => ok(t.id, t.attempt)), ...b.map((t) => fail(t.id, t.attempt, true))],
+          [
+            ...claimed.slice(0, 20).map((t) => ok(t.id, t.attempt)),
+            ...b.map((t) => fail(t.id, t.attempt, true)),
+          ],
           T0 + 50,
         );
         for (const t of claimed.slice(20, 25)) await store.cancel(t.id, T0 + 60);
@@ -590,7 +643,9 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         for (const status of ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const) {
           for (const type of [undefined, ...types]) {
             const query = { status, ...(type === undefined ? {} : { type }) };
-            const expected = listed.filter((t) => t.status === status && (type === undefined || t.type === type));
+            const expected = listed.filter(
+              (t) => t.status === status && (type === undefined || t.type === type),
+            );
             assert.deepEqual(
               (await everything(store, query)).map((t) => t.id),
               expected.map((t) => t.id),
@@ -631,10 +686,16 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         const claimed = await store.claim({ type: 'p', limit: 8, worker: 'w', leaseMs: 100_000 }, T0);
         // Six tasks finish at T0+1..T0+6; two stay running, two queued.
         for (let i = 0; i < 6; i++) await store.complete([ok(claimed[i]!.id, 1)], T0 + 1 + i);
-        assert.deepEqual(await store.prune(T0 + 10, { keepMs: 100, keepMax: 100 }), { pruned: 0, more: false });
+        assert.deepEqual(await store.prune(T0 + 10, { keepMs: 100, keepMax: 100 }), {
+          pruned: 0,
+          more: false,
+        });
 
         // Age: finished before T0+3 (two tasks).
-        assert.deepEqual(await store.prune(T0 + 103, { keepMs: 100, keepMax: 100 }), { pruned: 2, more: false });
+        assert.deepEqual(await store.prune(T0 + 103, { keepMs: 100, keepMax: 100 }), {
+          pruned: 2,
+          more: false,
+        });
         // Count: keep the newest 2 of the remaining 4, one per call.
         assert.deepEqual(await store.prune(T0 + 103, { keepMs: 1_000, keepMax: 2, limit: 1 }), {
           pruned: 1,
@@ -649,11 +710,18 @@ export function storeConformance(name: string, factory: StoreFactory): void {
           left.missing,
           claimed.slice(0, 4).map((t) => t.id),
         );
-        assert.deepEqual(
-          left.tasks.map((t) => t.status).sort(),
-          ['queued', 'queued', 'running', 'running', 'succeeded', 'succeeded'],
-        );
-        assert.deepEqual(await store.prune(T0 + 10_000_000, { keepMs: 0, keepMax: 0 }), { pruned: 2, more: false });
+        assert.deepEqual(left.tasks.map((t) => t.status).sort(), [
+          'queued',
+          'queued',
+          'running',
+          'running',
+          'succeeded',
+          'succeeded',
+        ]);
+        assert.deepEqual(await store.prune(T0 + 10_000_000, { keepMs: 0, keepMax: 0 }), {
+          pruned: 2,
+          more: false,
+        });
         await assertCountsTrue(store);
       }),
     );
