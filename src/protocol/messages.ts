@@ -282,14 +282,27 @@ export const requests = {
    */
   subscribe: {
     req: z.strictObject({ address: Address, ttlMs: z.number().int().min(1000).max(600_000).optional() }),
-    res: z.strictObject({ instances: z.array(Instance), ttlMs: z.number().int().positive() }),
+    res: z.strictObject({
+      instances: z.array(Instance),
+      ttlMs: z.number().int().positive(),
+      /** Incarnation of the nameservice (random per start); every `changes` request carries it. */
+      epoch: z.string().min(1).max(64),
+      /** The snapshot holds every change up to this one; the next `changes` request is `seq + 1`. */
+      seq: z.number().int().min(0),
+    }),
   },
-  /** Nameservice -> subscriber: instances added (or renewed with new state) and removed. */
+  /**
+   * Nameservice -> subscriber: instances added (or re-registered with new state) and removed.
+   * Sent one at a time per subscriber, in `seq` order.
+   */
   changes: {
     req: z.strictObject({
+      /** The sender's incarnation, as in its `subscribe` reply (source addresses can mislead). */
+      epoch: z.string().min(1).max(64),
       seq: z.number().int().min(0),
       upserted: z.array(Instance),
-      removed: z.array(z.string()),
+      /** Ids of instances no longer registered. */
+      removed: z.array(z.string().min(1).max(128)),
     }),
     res: Empty,
   },
