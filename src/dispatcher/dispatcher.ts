@@ -1,0 +1,680 @@
+/**
+ * The dispatcher: accepts tasks, commits them to its store before acknowledging, queues them
+ * per type (in the store, not the heap), hands them to workers with free capacity under a
+ * lease, records each result once, and tells waiting clients.
+ *
+ * It knows workers only from its cached view of the nameservice (no lookup per task). Leases
+ * and the nameservice's view cover lost workers: a lapsed task lease or a vanished worker puts
+ * the task back in its queue with backoff; out of attempts, it is `failed`.
+ */
+import { BusyError, ErrorCode, TaskGridError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { silentLogger } from '../log.ts';
+import type {
+  Instance,
+  ParsedRequest,
+  ReplyBody,
+  TaskOutcome,
+  TaskSpec,
+  TaskView,
+  TypeStats,
+  WorkerStats,
+} from '../protocol/messages.ts';
+import type { PeerAddress, RequestContext, Transport } from '../transport/types.ts';
+import { TimingStats } from './stats.ts';
+import type { SubmitResult, TaskStore, TransitionResult } from './store/store.ts';
+
+/** What the dispatcher needs of the nameservice view (src/nameservice/directory.ts). */
+export interface WorkerDirectory {
+  instances(filter?: { type?: string; role?: Instance['role'] }): Instance[];
+  onChange(cb: (ev: { upserted: Instance[]; removed: Instance[] }) => void): void;
+}
+
+/** Per-type settings from workers.json. */
+export interface TypeSettings {
+  timeoutMs?: number | undefined;
+  maxAttempts?: number | undefined;
+}
+
+export const DISPATCHER_DEFAULTS = {
+  /** Per-attempt timeout of a task whose submitter and type say nothing. */
+  taskTimeoutMs: 30_000,
+  /** Attempts of a task whose submitter and type say nothing. */
+  maxAttempts: 3,
+  /** A task's lease is its timeout plus this, for the result to travel back. */
+  leaseGraceMs: 5_000,
+  /** Queued tasks per type before submits get TG_ERR_BUSY. */
+  maxQueuedPerType: 2_000_000,
+  /** Retry-after of a busy reply. */
+  busyRetryAfterMs: 1_000,
+  /** Finished tasks are kept this long... */
+  keepFinishedMs: 7 * 24 * 3600_000,
+  /** ...and at most this many. */
+  keepFinishedMax: 1_000_000,
+  pruneEveryMs: 60_000,
+  /** Most tasks in one TASK request to a worker. */
+  dispatchBatch: 512,
+  /** Most tasks in one DONE request to a client. */
+  notifyBatch: 1_000,
+  /** Deadline of TASK, ABORT and DONE requests. */
+  requestTimeoutMs: 10_000,
+  /** Most tasks watched (notify/watch) at once; beyond it, clients must poll. */
+  maxWatched: 1_000_000,
+  version: '0.1.0',
+} as const;
+
+export interface DispatcherOptions {
+  transport: Transport;
+  store: TaskStore;
+  directory: WorkerDirectory;
+  /** Types that active workers.json entries name, with their settings. */
+  types?: ReadonlyMap<string, TypeSettings>;
+  logger?: Logger;
+  now?: () => number;
+  id?: string;
+  taskTimeoutMs?: number;
+  maxAttempts?: number;
+  leaseGraceMs?: number;
+  maxQueuedPerType?: number;
+  busyRetryAfterMs?: number;
+  keepFinishedMs?: number;
+  keepFinishedMax?: number;
+  pruneEveryMs?: number;
+  dispatchBatch?: number;
+  notifyBatch?: number;
+  requestTimeoutMs?: number;
+  maxWatched?: number;
+  version?: string;
+}
+
+interface WorkerState {
+  instance: Instance;
+  inFlight: number;
+  completed: number;
+  failed: number;
+}
+
+interface Waiter {
+  remaining: Set<number>;
+  done: () => void;
+}
+
+type Settings = Required<Omit<DispatcherOptions, 'transport' | 'store' | 'directory' | 'types' | 'logger' | 'now' | 'id'>>;
+
+export class Dispatcher {
+  readonly #t: Transport;
+  readonly #store: TaskStore;
+  readonly #dir: WorkerDirectory;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #o: Settings;
+  readonly #typeSettings: ReadonlyMap<string, TypeSettings>;
+  readonly #id: string;
+  readonly #started = Date.now();
+  /** Types accepted by submit: workers.json, ever registered, ever stored. */
+  readonly #knownTypes = new Set<string>();
+  readonly #workers = new Map<string, WorkerState>();
+  /** Task id -> worker instance id, for running tasks this dispatcher accounts to a worker. */
+  readonly #assigned = new Map<number, string>();
+  /** Types whose queue may hold claimable tasks. */
+  readonly #maybeQueued = new Set<string>();
+  readonly #progress = new Map<number, number>();
+  readonly #watchers = new Map<number, Set<string>>();
+  readonly #peers = new Map<string, PeerAddress>();
+  readonly #outgoingDone = new Map<string, TaskView[]>();
+  readonly #waiters = new Map<number, Set<Waiter>>();
+  readonly #timing = new TimingStats();
+  #pendingSubmits: { specs: TaskSpec[]; resolve: (r: SubmitResult[]) => void; reject: (e: unknown) => void }[] = [];
+  #pendingResults: { outcomes: TaskOutcome[]; resolve: (n: number) => void; reject: (e: unknown) => void }[] = [];
+  #submitScheduled = false;
+  #resultScheduled = false;
+  #doneScheduled = false;
+  #dispatching = false;
+  #dispatchAgain = false;
+  #kickScheduled = false;
+  #leaseTimer: NodeJS.Timeout | undefined;
+  #leaseTimerAt = Infinity;
+  #backoffTimer: NodeJS.Timeout | undefined;
+  #backoffTimerAt = Infinity;
+  #pruneTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #roundRobin = 0;
+
+  constructor(options: DispatcherOptions) {
+    this.#t = options.transport;
+    this.#store = options.store;
+    this.#dir = options.directory;
+    this.#log = options.logger ?? silentLogger();
+    this.#now = options.now ?? Date.now;
+    this.#id = options.id ?? `dispatcher-${process.pid}`;
+    this.#typeSettings = options.types ?? new Map();
+    const d = DISPATCHER_DEFAULTS;
+    this.#o = {
+      taskTimeoutMs: options.taskTimeoutMs ?? d.taskTimeoutMs,
+      maxAttempts: options.maxAttempts ?? d.maxAttempts,
+      leaseGraceMs: options.leaseGraceMs ?? d.leaseGraceMs,
+      maxQueuedPerType: options.maxQueuedPerType ?? d.maxQueuedPerType,
+      busyRetryAfterMs: options.busyRetryAfterMs ?? d.busyRetryAfterMs,
+      keepFinishedMs: options.keepFinishedMs ?? d.keepFinishedMs,
+      keepFinishedMax: options.keepFinishedMax ?? d.keepFinishedMax,
+      pruneEveryMs: options.pruneEveryMs ?? d.pruneEveryMs,
+      dispatchBatch: options.dispatchBatch ?? d.dispatchBatch,
+      notifyBatch: options.notifyBatch ?? d.notifyBatch,
+      requestTimeoutMs: options.requestTimeoutMs ?? d.requestTimeoutMs,
+      maxWatched: options.maxWatched ?? d.maxWatched,
+      version: options.version ?? d.version,
+    };
+    for (const name of this.#typeSettings.keys()) this.#knownTypes.add(name);
+  }
+
+  /** Recovers state from the store, installs the handlers and starts dispatching. */
+  async start(): Promise<void> {
+    for (const type of (await this.#store.counts()).keys()) {
+      this.#knownTypes.add(type);
+      this.#maybeQueued.add(type);
+    }
+    for (const inst of this.#dir.instances({ role: 'worker' })) this.#upsertWorker(inst);
+    // Running tasks survive a restart with their leases: account them to their workers.
+    for (const r of await this.#store.listRunning()) {
+      this.#assigned.set(r.id, r.worker);
+      const w = this.#workers.get(r.worker);
+      if (w) w.inFlight++;
+    }
+    this.#dir.onChange((ev) => this.#onDirectoryChange(ev));
+    this.#install();
+    await this.#expireLeases();
+    await this.#armBackoffTimer();
+    this.#pruneTimer = setInterval(() => void this.#prune(), this.#o.pruneEveryMs);
+    this.#pruneTimer.unref();
+    this.#kick();
+    this.#log.info({ knownTypes: [...this.#knownTypes] }, 'dispatcher started');
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#leaseTimer);
+    clearTimeout(this.#backoffTimer);
+    clearInterval(this.#pruneTimer);
+    for (const set of this.#waiters.values()) for (const w of set) w.done();
+    this.#waiters.clear();
+    return Promise.resolve();
+  }
+
+  #install(): void {
+    const t = this.#t;
+    t.handle('ping', () => ({
+      component: 'dispatcher',
+      version: this.#o.version,
+      uptimeMs: Date.now() - this.#started,
+      pid: process.pid,
+      id: this.#id,
+    }));
+    t.handle('submit', (body, ctx) => this.#onSubmit(body, ctx));
+    t.handle('result', (body) => this.#onResult(body.results));
+    t.handle('get-result', (body) => this.#onGetResult(body));
+    t.handle('watch', (body, ctx) => this.#onWatch(body.ids, ctx.peer));
+    t.handle('cancel', (body) => this.#onCancel(body.id));
+    t.handle('retry', (body) => this.#onRetry(body.id));
+    t.handle('tasks', async (body) => {
+      const page = await this.#store.list({
+        limit: body.limit ?? 50,
+        payload: true,
+        ...(body.status ? { status: body.status } : {}),
+        ...(body.type ? { type: body.type } : {}),
+        ...(body.cursor ? { cursor: body.cursor } : {}),
+      });
+      return { tasks: page.tasks.map((v) => this.#withProgress(v)), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
+    });
+    t.handle('stats', () => this.#stats());
+    t.onNotification('progress', (b) => {
+      if (this.#assigned.has(b.id) && b.progress !== undefined) this.#progress.set(b.id, b.progress);
+    });
+  }
+
+  // ---- submit -------------------------------------------------------------------------
+
+  async #onSubmit(body: ParsedRequest<'submit'>, ctx: RequestContext): Promise<ReplyBody<'submit'>> {
+    const results = new Array<ReplyBody<'submit'>['results'][number]>(body.tasks.length);
+    const accepted: TaskSpec[] = [];
+    const where: number[] = [];
+    body.tasks.forEach((spec, i) => {
+      if (!this.#knownTypes.has(spec.type)) {
+        results[i] = {
+          error: {
+            code: ErrorCode.UNKNOWN_TYPE,
+            message: `unknown task type "${spec.type}": no active workers.json entry names it and no worker serves it`,
+          },
+        };
+        return;
+      }
+      const s = this.#typeSettings.get(spec.type);
+      accepted.push({
+        ...spec,
+        timeoutMs: spec.timeoutMs ?? s?.timeoutMs ?? this.#o.taskTimeoutMs,
+        maxAttempts: spec.maxAttempts ?? s?.maxAttempts ?? this.#o.maxAttempts,
+      });
+      where.push(i);
+    });
+    if (accepted.length > 0) {
+      const stored = await this.#commitSubmits(accepted);
+      let busy = 0;
+      stored.forEach((r, k) => {
+        results[where[k]!] = 'id' in r ? (r.duplicate ? { id: r.id, duplicate: true } : { id: r.id }) : r;
+        if ('error' in r && r.error.code === ErrorCode.BUSY) busy++;
+      });
+      if (busy === body.tasks.length) {
+        // Nothing was taken: refuse the whole request so that the client backs off and resends.
+        const first = stored.find((r): r is { error: { code: ErrorCode; message: string } } => 'error' in r);
+        throw new BusyError(first?.error.message ?? 'queue full', this.#o.busyRetryAfterMs);
+      }
+      for (const spec of accepted) this.#maybeQueued.add(spec.type);
+      if (body.notify) {
+        const ids = results.flatMap((r) => ('id' in r ? [r.id] : []));
+        this.#watch(ids, ctx.peer);
+      }
+      this.#kick();
+    }
+    return { results };
+  }
+
+  /** Group commit: submits arriving in one turn of the event loop share one transaction. */
+  #commitSubmits(specs: TaskSpec[]): Promise<SubmitResult[]> {
+    return new Promise((resolve, reject) => {
+      this.#pendingSubmits.push({ specs, resolve, reject });
+      if (this.#submitScheduled) return;
+      this.#submitScheduled = true;
+      setImmediate(() => {
+        this.#submitScheduled = false;
+        const batch = this.#pendingSubmits;
+        this.#pendingSubmits = [];
+        const all = batch.flatMap((b) => b.specs);
+        this.#store
+          .submit(all, this.#now(), {
+            timeoutMs: this.#o.taskTimeoutMs,
+            maxAttempts: this.#o.maxAttempts,
+            maxQueued: this.#o.maxQueuedPerType,
+          })
+          .then(
+            (res) => {
+              let off = 0;
+              for (const b of batch) {
+                b.resolve(res.slice(off, off + b.specs.length));
+                off += b.specs.length;
+              }
+            },
+            (err: unknown) => {
+              this.#log.error({ err }, 'store refused a submit; nothing acknowledged');
+              const e =
+                err instanceof TaskGridError ? err : new TaskGridError(ErrorCode.STORE, 'the task store failed');
+              for (const b of batch) b.reject(e);
+            },
+          );
+      });
+    });
+  }
+
+  // ---- dispatch -----------------------------------------------------------------------
+
+  #kick(): void {
+    if (this.#kickScheduled || this.#closed) return;
+    this.#kickScheduled = true;
+    setImmediate(() => {
+      this.#kickScheduled = false;
+      void this.#dispatch();
+    });
+  }
+
+  async #dispatch(): Promise<void> {
+    if (this.#dispatching) {
+      this.#dispatchAgain = true;
+      return;
+    }
+    this.#dispatching = true;
+    try {
+      do {
+        this.#dispatchAgain = false;
+        await this.#dispatchRound();
+      } while (this.#dispatchAgain && !this.#closed);
+    } catch (err) {
+      this.#log.error({ err }, 'dispatch round failed');
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
+  async #dispatchRound(): Promise<void> {
+    if (this.#maybeQueued.size === 0) return;
+    // Workers with free capacity, least loaded first, so load spreads across instances.
+    const free = [...this.#workers.values()]
+      .filter((w) => w.inFlight < w.instance.capacity)
+      .sort((a, b) => a.inFlight / a.instance.capacity - b.inFlight / b.instance.capacity);
+    for (const w of free) {
+      const types = w.instance.types.filter((t) => this.#maybeQueued.has(t));
+      if (types.length === 0) continue;
+      // Rotate the starting type so that one busy type does not starve the others.
+      const start = this.#roundRobin++ % types.length;
+      for (let k = 0; k < types.length && w.inFlight < w.instance.capacity; k++) {
+        const type = types[(start + k) % types.length]!;
+        const limit = Math.min(this.#o.dispatchBatch, w.instance.capacity - w.inFlight);
+        const grace = this.#o.leaseGraceMs;
+        const tasks = await this.#store.claim(
+          { type, limit, worker: w.instance.id, leaseMs: (timeoutMs) => timeoutMs + grace },
+          this.#now(),
+        );
+        if (tasks.length < limit) this.#maybeQueued.delete(type);
+        if (tasks.length === 0) continue;
+        for (const task of tasks) this.#assigned.set(task.id, w.instance.id);
+        w.inFlight += tasks.length;
+        this.#armLeaseTimer(this.#now() + Math.min(...tasks.map((x) => x.timeoutMs)) + grace);
+        this.#sendTasks(w, tasks);
+      }
+      if (this.#maybeQueued.size === 0) break;
+    }
+  }
+
+  #sendTasks(w: WorkerState, tasks: ParsedRequest<'task'>['tasks']): void {
+    this.#t.request(w.instance.address, 'task', { tasks }, { timeoutMs: this.#o.requestTimeoutMs }).then(
+      (reply) => {
+        if (reply.rejected.length === 0) return;
+        // A refusal is a failed attempt, retried with backoff like any other.
+        const byId = new Map(tasks.map((x) => [x.id, x]));
+        const outcomes: TaskOutcome[] = reply.rejected.flatMap((r) => {
+          const task = byId.get(r.id);
+          return task ? [{ id: r.id, attempt: task.attempt, ok: false as const, error: r.error, permanent: false, runMs: 0 }] : [];
+        });
+        void this.#onResult(outcomes);
+      },
+      (err: unknown) => {
+        // The lease, or the nameservice dropping the worker, will put these tasks back.
+        this.#log.warn({ err, worker: w.instance.id, tasks: tasks.length }, 'a worker did not acknowledge tasks');
+      },
+    );
+  }
+
+  // ---- results ------------------------------------------------------------------------
+
+  #onResult(outcomes: TaskOutcome[]): Promise<{ recorded: number }> {
+    return new Promise<number>((resolve, reject) => {
+      this.#pendingResults.push({ outcomes, resolve, reject });
+      if (this.#resultScheduled) return;
+      this.#resultScheduled = true;
+      setImmediate(() => void this.#commitResults());
+    }).then((recorded) => ({ recorded }));
+  }
+
+  async #commitResults(): Promise<void> {
+    this.#resultScheduled = false;
+    const batch = this.#pendingResults;
+    this.#pendingResults = [];
+    const all = batch.flatMap((b) => b.outcomes);
+    try {
+      const res = await this.#store.complete(all, this.#now());
+      this.#afterTransition(res);
+      // Each request learns how many of its outcomes counted, in order of arrival.
+      const moved = new Set([...res.finished.map((v) => v.id), ...res.requeued.map((r) => r.id)]);
+      for (const b of batch) b.resolve(b.outcomes.filter((o) => moved.has(o.id)).length);
+    } catch (err) {
+      this.#log.error({ err }, 'store refused results; workers will re-send them');
+      const e = err instanceof TaskGridError ? err : new TaskGridError(ErrorCode.STORE, 'the task store failed');
+      for (const b of batch) b.reject(e);
+    }
+  }
+
+  /** Bookkeeping after tasks left the running state: capacity, stats, clients, queues. */
+  #afterTransition(res: TransitionResult): void {
+    const release = (id: number, failed: boolean) => {
+      const worker = this.#assigned.get(id);
+      if (worker === undefined) return;
+      this.#assigned.delete(id);
+      this.#progress.delete(id);
+      const w = this.#workers.get(worker);
+      if (!w) return;
+      w.inFlight = Math.max(0, w.inFlight - 1);
+      if (failed) w.failed++;
+      else w.completed++;
+    };
+    for (const v of res.finished) release(v.id, v.status !== 'succeeded');
+    for (const r of res.requeued) {
+      release(r.id, true);
+      this.#maybeQueued.add(r.type);
+    }
+    if (res.requeued.length > 0) void this.#armBackoffTimer();
+    this.#onFinished(res.finished);
+    if (res.finished.length > 0 || res.requeued.length > 0) this.#kick();
+  }
+
+  #onFinished(views: TaskView[]): void {
+    if (views.length === 0) return;
+    const now = this.#now();
+    for (const v of views) {
+      const run = v.startedAt !== undefined && v.finishedAt !== undefined ? v.finishedAt - v.startedAt : undefined;
+      const wait = v.startedAt !== undefined ? v.startedAt - v.createdAt : undefined;
+      this.#timing.finished(v.type, now, run, wait);
+      const waiters = this.#waiters.get(v.id);
+      if (waiters) {
+        this.#waiters.delete(v.id);
+        for (const w of waiters) {
+          w.remaining.delete(v.id);
+          if (w.remaining.size === 0) w.done();
+        }
+      }
+      const watchers = this.#watchers.get(v.id);
+      if (watchers) {
+        this.#watchers.delete(v.id);
+        for (const peer of watchers) {
+          let q = this.#outgoingDone.get(peer);
+          if (!q) this.#outgoingDone.set(peer, (q = []));
+          q.push(v);
+        }
+      }
+    }
+    if (this.#outgoingDone.size > 0 && !this.#doneScheduled) {
+      this.#doneScheduled = true;
+      setImmediate(() => this.#flushDone());
+    }
+  }
+
+  #flushDone(): void {
+    this.#doneScheduled = false;
+    for (const [key, views] of this.#outgoingDone) {
+      const peer = this.#peers.get(key);
+      if (!peer) continue;
+      for (let i = 0; i < views.length; i += this.#o.notifyBatch) {
+        const tasks = views.slice(i, i + this.#o.notifyBatch);
+        this.#t.request(peer, 'done', { tasks }, { timeoutMs: this.#o.requestTimeoutMs }).catch((err: unknown) => {
+          // The client went away; it can still read the results with get-result.
+          this.#log.debug({ err, peer: key }, 'a client did not take its done notifications');
+        });
+      }
+    }
+    this.#outgoingDone.clear();
+  }
+
+  #watch(ids: number[], peer: PeerAddress): void {
+    const key = `${peer.host}:${peer.port}`;
+    this.#peers.set(key, peer);
+    for (const id of ids) {
+      if (this.#watchers.size >= this.#o.maxWatched && !this.#watchers.has(id)) break;
+      let set = this.#watchers.get(id);
+      if (!set) this.#watchers.set(id, (set = new Set()));
+      set.add(key);
+    }
+  }
+
+  async #onWatch(ids: number[], peer: PeerAddress): Promise<ReplyBody<'watch'>> {
+    this.#watch(ids, peer);
+    const { tasks, missing } = await this.#store.get(ids);
+    const finished = tasks.filter((v) => v.status !== 'queued' && v.status !== 'running');
+    for (const v of finished) this.#watchers.get(v.id)?.delete(`${peer.host}:${peer.port}`);
+    for (const id of missing) this.#watchers.delete(id);
+    return { finished, missing };
+  }
+
+  async #onGetResult(body: ParsedRequest<'get-result'>): Promise<ReplyBody<'get-result'>> {
+    const opts = { payload: body.payload ?? false };
+    let res = await this.#store.get(body.ids, opts);
+    const open = res.tasks.filter((v) => v.status === 'queued' || v.status === 'running');
+    if (body.waitMs && body.waitMs > 0 && open.length > 0 && !this.#closed) {
+      await new Promise<void>((resolve) => {
+        const w: Waiter = { remaining: new Set(open.map((v) => v.id)), done: () => {} };
+        const timer = setTimeout(() => w.done(), body.waitMs);
+        w.done = () => {
+          clearTimeout(timer);
+          for (const id of w.remaining) this.#waiters.get(id)?.delete(w);
+          resolve();
+        };
+        for (const id of w.remaining) {
+          let set = this.#waiters.get(id);
+          if (!set) this.#waiters.set(id, (set = new Set()));
+          set.add(w);
+        }
+      });
+      res = await this.#store.get(body.ids, opts);
+    }
+    return { tasks: res.tasks.map((v) => this.#withProgress(v)), missing: res.missing };
+  }
+
+  #withProgress(v: TaskView): TaskView {
+    const p = v.status === 'running' ? this.#progress.get(v.id) : undefined;
+    return p === undefined ? v : { ...v, progress: p };
+  }
+
+  async #onCancel(id: number): Promise<ReplyBody<'cancel'>> {
+    const res = await this.#store.cancel(id, this.#now());
+    if (!res) throw new TaskGridError(ErrorCode.NOT_FOUND, `task ${id} not found`);
+    if (res.changed) {
+      if (res.previous === 'running') {
+        const workerId = this.#assigned.get(id);
+        const w = workerId !== undefined ? this.#workers.get(workerId) : undefined;
+        this.#assigned.delete(id);
+        if (w) {
+          w.inFlight = Math.max(0, w.inFlight - 1);
+          this.#t.request(w.instance.address, 'abort', { ids: [id] }).catch((err: unknown) => {
+            this.#log.warn({ err, task: id }, 'could not tell the worker to abort a cancelled task');
+          });
+        }
+        this.#kick();
+      }
+      this.#onFinished([res.task]);
+    }
+    return { task: res.task };
+  }
+
+  async #onRetry(id: number): Promise<ReplyBody<'retry'>> {
+    const res = await this.#store.retry(id, this.#now());
+    if (!res) throw new TaskGridError(ErrorCode.NOT_FOUND, `task ${id} not found`);
+    if (res.changed) {
+      this.#maybeQueued.add(res.task.type);
+      this.#kick();
+    }
+    return { task: res.task };
+  }
+
+  // ---- workers, leases and backoff ----------------------------------------------------
+
+  #upsertWorker(inst: Instance): void {
+    if (inst.role !== 'worker') return;
+    for (const t of inst.types) this.#knownTypes.add(t);
+    const w = this.#workers.get(inst.id);
+    if (w) w.instance = inst;
+    else this.#workers.set(inst.id, { instance: inst, inFlight: 0, completed: 0, failed: 0 });
+    for (const t of inst.types) this.#maybeQueued.add(t);
+  }
+
+  #onDirectoryChange(ev: { upserted: Instance[]; removed: Instance[] }): void {
+    for (const inst of ev.upserted) this.#upsertWorker(inst);
+    for (const inst of ev.removed) {
+      if (!this.#workers.delete(inst.id)) continue;
+      this.#log.info({ worker: inst.id }, 'worker gone; its running tasks go back to their queues');
+      this.#store.releaseWorker(inst.id, this.#now()).then(
+        (res) => this.#afterTransition(res),
+        (err: unknown) => this.#log.error({ err }, 'could not release a lost worker’s tasks'),
+      );
+    }
+    this.#kick();
+  }
+
+  #armLeaseTimer(at: number): void {
+    if (at >= this.#leaseTimerAt || this.#closed) return;
+    clearTimeout(this.#leaseTimer);
+    this.#leaseTimerAt = at;
+    this.#leaseTimer = setTimeout(() => {
+      this.#leaseTimerAt = Infinity;
+      void this.#expireLeases();
+    }, Math.max(0, at - this.#now()) + 5);
+    this.#leaseTimer.unref();
+  }
+
+  async #expireLeases(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      const res = await this.#store.expireLeases(this.#now());
+      if (res.requeued.length + res.finished.length > 0) {
+        this.#log.warn({ requeued: res.requeued.length, failed: res.finished.length }, 'task leases lapsed');
+      }
+      this.#afterTransition(res);
+      const next = await this.#store.nextLeaseExpiry();
+      if (next !== undefined) this.#armLeaseTimer(next);
+    } catch (err) {
+      this.#log.error({ err }, 'lease expiry failed');
+      this.#armLeaseTimer(this.#now() + 1_000);
+    }
+  }
+
+  async #armBackoffTimer(): Promise<void> {
+    const at = await this.#store.nextAvailableAt();
+    if (at === undefined || this.#closed) return;
+    if (at >= this.#backoffTimerAt) return;
+    clearTimeout(this.#backoffTimer);
+    this.#backoffTimerAt = at;
+    this.#backoffTimer = setTimeout(() => {
+      this.#backoffTimerAt = Infinity;
+      for (const t of this.#knownTypes) this.#maybeQueued.add(t);
+      this.#kick();
+      void this.#armBackoffTimer();
+    }, Math.max(0, at - this.#now()) + 1);
+    this.#backoffTimer.unref();
+  }
+
+  async #prune(): Promise<void> {
+    try {
+      const r = await this.#store.prune(this.#now(), {
+        keepMs: this.#o.keepFinishedMs,
+        keepMax: this.#o.keepFinishedMax,
+      });
+      if (r.pruned > 0) this.#log.info({ pruned: r.pruned }, 'pruned finished tasks');
+    } catch (err) {
+      this.#log.error({ err }, 'prune failed');
+    }
+  }
+
+  // ---- stats --------------------------------------------------------------------------
+
+  async #stats(): Promise<ReplyBody<'stats'>> {
+    const counts = await this.#store.counts();
+    const now = this.#now();
+    const types: Record<string, TypeStats> = {};
+    const totals = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, throughput: 0 };
+    for (const name of new Set([...this.#knownTypes, ...counts.keys()])) {
+      const c = counts.get(name) ?? { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+      const timing = this.#timing.timing(name, now);
+      types[name] = { ...c, ...timing };
+      totals.queued += c.queued;
+      totals.running += c.running;
+      totals.succeeded += c.succeeded;
+      totals.failed += c.failed;
+      totals.cancelled += c.cancelled;
+      totals.throughput += timing.throughput;
+    }
+    const workers: WorkerStats[] = [...this.#workers.values()].map((w) => ({
+      id: w.instance.id,
+      address: w.instance.address,
+      types: w.instance.types,
+      capacity: w.instance.capacity,
+      inFlight: w.inFlight,
+      completed: w.completed,
+      failed: w.failed,
+    }));
+    return { types, workers, totals, transport: { ...this.#t.counters() } };
+  }
+}

@@ -1,0 +1,272 @@
+/**
+ * The dispatcher as a component: a real nameservice, dispatcher (SQLite in memory), workers
+ * (with their thread pools) and a client endpoint, all over the in-memory lossy network.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { Dispatcher } from '../../src/dispatcher/dispatcher.ts';
+import { SqliteTaskStore } from '../../src/dispatcher/store/sqlite.ts';
+import { Directory } from '../../src/nameservice/directory.ts';
+import { Nameservice } from '../../src/nameservice/nameservice.ts';
+import type { TaskView } from '../../src/protocol/messages.ts';
+import { Endpoint, MemoryNetwork, type Faults } from '../../src/transport/index.ts';
+import { TaskWorker } from '../../src/worker/worker.ts';
+import { ROOT } from '../support/process.ts';
+
+const FIXTURES = join(ROOT, 'test/fixtures/handlers');
+const QUICK = { initialRtoMs: 20, minRtoMs: 5, maxRtoMs: 200 };
+
+class MemGrid {
+  readonly net: MemoryNetwork;
+  readonly ns: Nameservice;
+  readonly dispatcher: Dispatcher;
+  readonly client: Endpoint;
+  readonly #closers: (() => Promise<void> | void)[] = [];
+  readonly #workers = new Map<TaskWorker, Endpoint>();
+  readonly nsAddr = { host: 'ns', port: 5001 };
+  readonly dAddr = { host: 'dispatcher', port: 4000 };
+  #n = 0;
+
+  constructor(faults: Partial<Faults>, opts: { maxQueuedPerType?: number } = {}) {
+    this.net = new MemoryNetwork(faults);
+    const nsT = new Endpoint(this.net.link('ns', 5001), QUICK);
+    this.ns = new Nameservice({ transport: nsT, heartbeatMs: 100, leaseTtlMs: 600, sweepMs: 50 });
+    const dT = new Endpoint(this.net.link('dispatcher', 4000), QUICK);
+    const store = new SqliteTaskStore({ path: ':memory:', retry: { baseMs: 20, maxMs: 100, jitter: 0 } });
+    const directory = new Directory({ transport: dT, nameservers: [this.nsAddr], self: this.dAddr, ttlMs: 2_000 });
+    this.dispatcher = new Dispatcher({
+      transport: dT,
+      store,
+      directory,
+      types: new Map([
+        ['echo', {}],
+        ['slow', { timeoutMs: 5_000 }],
+        ['throw', { maxAttempts: 3 }],
+        ['permanent', {}],
+      ]),
+      leaseGraceMs: 300,
+      ...opts,
+    });
+    this.client = new Endpoint(this.net.link('client', 7000), QUICK);
+    this.#closers.push(
+      () => this.client.close(),
+      () => this.dispatcher.close(),
+      () => directory.close(),
+      () => dT.close(),
+      () => store.close(),
+      () => this.ns.close(),
+      () => nsT.close(),
+    );
+    this.ready = directory.start().then(() => this.dispatcher.start());
+  }
+
+  readonly ready: Promise<void>;
+
+  async worker(types: string[], concurrency = 4): Promise<TaskWorker> {
+    const t = new Endpoint(this.net.link(`worker-${++this.#n}`, 6000), QUICK);
+    const w = new TaskWorker({
+      transport: t,
+      nameservers: [this.nsAddr],
+      types,
+      typesDir: FIXTURES,
+      concurrency,
+      advertise: t.address,
+      heartbeatMs: 100,
+      drainTimeoutMs: 2_000,
+    });
+    await w.start();
+    this.#workers.set(w, t);
+    return w;
+  }
+
+  /** A worker that vanishes: its network link is cut and it never says goodbye. */
+  async crash(w: TaskWorker): Promise<void> {
+    const t = this.#workers.get(w)!;
+    this.#workers.delete(w);
+    await t.close();
+    // Its threads are stopped when the grid closes; the test goes on without it.
+    const stopped = w.stop().catch(() => {});
+    this.#closers.push(() => stopped);
+  }
+
+  async submit(tasks: { type: string; payload: string; key?: string; priority?: number }[]) {
+    return (await this.client.request(this.dAddr, 'submit', { tasks })).results;
+  }
+
+  async ids(tasks: { type: string; payload: string; priority?: number }[]): Promise<number[]> {
+    return (await this.submit(tasks)).map((r) => {
+      assert.ok('id' in r, JSON.stringify(r));
+      return r.id;
+    });
+  }
+
+  async waitAll(ids: number[], waitMs = 20_000): Promise<TaskView[]> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const { tasks } = await this.client.request(
+        this.dAddr,
+        'get-result',
+        { ids, waitMs: 2_000 },
+        { timeoutMs: 5_000 },
+      );
+      if (tasks.every((v) => v.status !== 'queued' && v.status !== 'running') || Date.now() > deadline) return tasks;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const [w, t] of this.#workers) {
+      await w.stop().catch(() => {});
+      await t.close();
+    }
+    for (const c of this.#closers) await c();
+  }
+}
+
+const grids: MemGrid[] = [];
+async function grid(faults: Partial<Faults> = {}, opts: { maxQueuedPerType?: number } = {}) {
+  const g = new MemGrid(faults, opts);
+  grids.push(g);
+  await g.ready;
+  return g;
+}
+after(async () => {
+  for (const g of grids) await g.close();
+});
+
+describe('the dispatcher', () => {
+  test('runs submitted tasks on a worker and records their results, under 20% loss', async () => {
+    const g = await grid({ loss: 0.2, duplicate: 0.05, reorder: 0.1 });
+    await g.worker(['echo']);
+    const ids = await g.ids(Array.from({ length: 200 }, (_, i) => ({ type: 'echo', payload: `p${i}` })));
+    const views = await g.waitAll(ids);
+    views.forEach((v, i) => {
+      assert.equal(v.status, 'succeeded');
+      assert.equal(v.result, `p${i}`);
+      assert.equal(v.attempts, 1);
+    });
+  });
+
+  test('refuses a type nobody serves with TG_ERR_UNKNOWN_TYPE, per task', async () => {
+    const g = await grid();
+    const [good, bad] = await g.submit([
+      { type: 'echo', payload: 'x' },
+      { type: 'nosuch', payload: 'x' },
+    ]);
+    assert.ok(good && 'id' in good);
+    assert.ok(bad && 'error' in bad);
+    assert.equal(bad.error.code, 'TG_ERR_UNKNOWN_TYPE');
+    assert.match(bad.error.message, /nosuch/);
+  });
+
+  test('makes a resubmitted task with the same idempotency key the same task', async () => {
+    const g = await grid();
+    const [a] = await g.submit([{ type: 'echo', payload: 'x', key: 'order-17' }]);
+    const [b] = await g.submit([{ type: 'echo', payload: 'x', key: 'order-17' }]);
+    assert.ok(a && 'id' in a && b && 'id' in b);
+    assert.equal(b.id, a.id);
+    assert.equal(b.duplicate, true);
+  });
+
+  test('runs higher priority first, then older first', async () => {
+    const g = await grid();
+    const ids = await g.ids([
+      { type: 'slow', payload: '20', priority: 0 },
+      { type: 'slow', payload: '20', priority: 5 },
+      { type: 'slow', payload: '20', priority: 0 },
+      { type: 'slow', payload: '20', priority: 9 },
+    ]);
+    await g.worker(['slow'], 1);
+    const views = await g.waitAll(ids);
+    const order = [...views].sort((x, y) => x.startedAt! - y.startedAt!).map((v) => ids.indexOf(v.id));
+    assert.deepEqual(order, [3, 1, 0, 2]);
+  });
+
+  test('puts the tasks of a worker that vanishes back in the queue, and another worker completes them', async () => {
+    const g = await grid();
+    const a = await g.worker(['slow'], 10);
+    const ids = await g.ids(Array.from({ length: 10 }, () => ({ type: 'slow', payload: '300' })));
+    await new Promise((r) => setTimeout(r, 100));
+    await g.crash(a);
+    await g.worker(['slow'], 10);
+    const views = await g.waitAll(ids);
+    assert.ok(views.every((v) => v.status === 'succeeded'), JSON.stringify(views.map((v) => v.status)));
+    assert.ok(views.some((v) => v.attempts === 2), 'the lost attempts ran again');
+  });
+
+  test('retries a throwing handler up to its attempts, then fails it; a permanent failure is not retried', async () => {
+    const g = await grid();
+    await g.worker(['throw', 'permanent']);
+    const [thrown, permanent] = await g.ids([
+      { type: 'throw', payload: 'boom' },
+      { type: 'permanent', payload: 'bad' },
+    ]);
+    const [t, p] = await g.waitAll([thrown!, permanent!]);
+    assert.equal(t!.status, 'failed');
+    assert.equal(t!.attempts, 3);
+    assert.equal(t!.error?.code, 'TG_ERR_HANDLER_FAILED');
+    assert.equal(p!.status, 'failed');
+    assert.equal(p!.attempts, 1);
+  });
+
+  test('cancels a queued task, and a running one through its handler’s signal', async () => {
+    const g = await grid();
+    const [queued] = await g.ids([{ type: 'echo', payload: 'never runs' }]);
+    const c1 = await g.client.request(g.dAddr, 'cancel', { id: queued! });
+    assert.equal(c1.task.status, 'cancelled');
+    await g.worker(['slow'], 2);
+    const [running] = await g.ids([{ type: 'slow', payload: '60000' }]);
+    for (let i = 0; i < 100; i++) {
+      const { tasks } = await g.client.request(g.dAddr, 'get-result', { ids: [running!] });
+      if (tasks[0]?.status === 'running') break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const c2 = await g.client.request(g.dAddr, 'cancel', { id: running! });
+    assert.equal(c2.task.status, 'cancelled');
+    await assert.rejects(g.client.request(g.dAddr, 'cancel', { id: 999_999 }), { code: 'TG_ERR_NOT_FOUND' });
+    // The worker is free again: a new task runs at once.
+    const [next] = await g.ids([{ type: 'slow', payload: '1' }]);
+    const [v] = await g.waitAll([next!]);
+    assert.equal(v!.status, 'succeeded');
+  });
+
+  test('answers BUSY with a retry-after when a queue is full', async () => {
+    const g = await grid({}, { maxQueuedPerType: 5 });
+    await g.ids(Array.from({ length: 5 }, () => ({ type: 'echo', payload: 'x' })));
+    const err = await g.submit([{ type: 'echo', payload: 'one too many' }]).catch((e: unknown) => e);
+    assert.equal((err as { code: string }).code, 'TG_ERR_BUSY');
+    assert.ok((err as { retryAfterMs: number }).retryAfterMs > 0);
+  });
+
+  test('tells a client that asked to be notified when its tasks end', async () => {
+    const g = await grid({ loss: 0.2 });
+    const done: TaskView[] = [];
+    g.client.handle('done', ({ tasks }) => {
+      done.push(...tasks);
+      return {};
+    });
+    await g.worker(['echo']);
+    const reply = await g.client.request(g.dAddr, 'submit', {
+      tasks: Array.from({ length: 50 }, (_, i) => ({ type: 'echo', payload: `n${i}` })),
+      notify: true,
+    });
+    for (let i = 0; i < 200 && done.length < 50; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(done.length, 50);
+    assert.deepEqual(
+      new Set(done.map((v) => v.id)),
+      new Set(reply.results.map((r) => ('id' in r ? r.id : 0))),
+    );
+  });
+
+  test('reports per-type counts, timings and per-worker figures in stats', async () => {
+    const g = await grid();
+    await g.worker(['echo']);
+    await g.waitAll(await g.ids(Array.from({ length: 20 }, () => ({ type: 'echo', payload: 'x' }))));
+    const stats = await g.client.request(g.dAddr, 'stats', {});
+    assert.equal(stats.types.echo?.succeeded, 20);
+    assert.ok(stats.types.echo.throughput > 0);
+    assert.equal(stats.workers.length, 1);
+    assert.equal(stats.workers[0]!.completed, 20);
+    assert.equal(stats.totals.succeeded, 20);
+  });
+});
