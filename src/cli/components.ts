@@ -1,0 +1,234 @@
+/**
+ * The component commands: `taskgrid nameservice`, `taskgrid dispatcher`, `taskgrid worker
+ * <type...>`. Each runs one component as its own process (the local orchestrator and the
+ * containers use them), logs JSON lines with pino, prints a `ready` line with its address once
+ * it serves, and stops cleanly on SIGTERM or SIGINT.
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { Dispatcher } from '../dispatcher/dispatcher.ts';
+import { SqliteTaskStore } from '../dispatcher/store/sqlite.ts';
+import { ConfigError } from '../errors.ts';
+import { createLogger, type Logger } from '../log.ts';
+import { Directory } from '../nameservice/directory.ts';
+import { Nameservice } from '../nameservice/nameservice.ts';
+import { Registration } from '../nameservice/registration.ts';
+import { createUdpTransport, type Endpoint } from '../transport/index.ts';
+import { TaskWorker } from '../worker/worker.ts';
+import {
+  advertiseHost,
+  findProjectRoot,
+  loadConfig,
+  statePaths,
+  type Config,
+  type ConfigFlags,
+} from '../config/env.ts';
+import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
+
+export const VERSION = '0.1.0';
+
+/** Everything a component process needs: config, logger, the project's files. */
+export interface ComponentContext {
+  config: Config;
+  logger: Logger;
+  root: string;
+  typesDir: string;
+  workersFile: string;
+}
+
+export function componentContext(component: string, flags: ConfigFlags, env = process.env): ComponentContext {
+  const root = findProjectRoot();
+  const config = loadConfig(env, flags, { projectRoot: root });
+  const logger = createLogger({ component, level: config.logLevel });
+  const typesDir = env.TASKGRID_TYPES_DIR ?? join(root, 'worker_types');
+  const workersFile = env.TASKGRID_WORKERS_FILE ?? join(root, 'workers.json');
+  return { config, logger, root, typesDir, workersFile };
+}
+
+function warnIfUnsigned(ctx: ComponentContext): void {
+  if (!ctx.config.secret) {
+    ctx.logger.warn(
+      'TASKGRID_SECRET is not set: datagrams are NOT authenticated; anyone who can reach this port can submit, register or forge results',
+    );
+  }
+}
+
+async function bind(ctx: ComponentContext, port: number): Promise<Endpoint> {
+  const c = ctx.config;
+  return createUdpTransport({
+    host: c.bind,
+    port,
+    secret: c.secret,
+    datagramBudget: c.datagramBudget,
+    maxMessageBytes: c.maxMessageBytes,
+    onHandlerError: (err, info) => ctx.logger.error({ err, kind: info.kind }, 'handler failed'),
+  });
+}
+
+/** Stops `stop` once on SIGTERM or SIGINT, then exits. */
+function onSignals(ctx: ComponentContext, stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    ctx.logger.info({ signal }, 'stopping');
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        ctx.logger.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
+
+export async function runNameservice(ctx: ComponentContext): Promise<void> {
+  warnIfUnsigned(ctx);
+  const transport = await bind(ctx, ctx.config.nameservicePort);
+  const ns = new Nameservice({ transport, logger: ctx.logger, version: VERSION });
+  ctx.logger.info({ address: transport.address }, 'ready');
+  onSignals(ctx, async () => {
+    ns.close();
+    await transport.close();
+  });
+}
+
+export async function runDispatcher(ctx: ComponentContext): Promise<void> {
+  warnIfUnsigned(ctx);
+  const c = ctx.config;
+  const entries = activeTypes(loadWorkersFile(ctx.workersFile, { typesDir: ctx.typesDir }));
+  const store = new SqliteTaskStore({ path: join(statePaths(c.home).data, 'dispatcher.db') });
+  const transport = await bind(ctx, c.dispatcherPort);
+  const advertise = { host: advertiseHost(c, { hostname: hostname() }), port: transport.address.port };
+  const directory = new Directory({
+    transport,
+    nameservers: [...c.nameservices],
+    self: advertise,
+    logger: ctx.logger,
+  });
+  const dispatcher = new Dispatcher({
+    transport,
+    store,
+    directory,
+    types: new Map(entries.map((e) => [e.name, { timeoutMs: e.timeoutMs, maxAttempts: e.maxAttempts }])),
+    logger: ctx.logger,
+    version: VERSION,
+    ...(c.taskTimeoutMs !== undefined ? { taskTimeoutMs: c.taskTimeoutMs } : {}),
+    ...(c.maxAttempts !== undefined ? { maxAttempts: c.maxAttempts } : {}),
+  });
+  const registration = new Registration({
+    transport,
+    nameservers: [...c.nameservices],
+    instance: { role: 'dispatcher', types: [], address: advertise, capacity: 0, meta: { pid: String(process.pid) } },
+    logger: ctx.logger,
+    keepTrying: true,
+  });
+  // Both keep trying in the background when no nameservice answers yet: the dispatcher serves
+  // submits meanwhile, and dispatches once workers are known.
+  await directory.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
+  await dispatcher.start();
+  registration.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
+  ctx.logger.info({ address: transport.address, advertise, store: join(statePaths(c.home).data, 'dispatcher.db') }, 'ready');
+  onSignals(ctx, async () => {
+    await registration.stop();
+    await dispatcher.close();
+    directory.close();
+    await transport.close();
+    await store.close();
+  });
+}
+
+export async function runWorker(ctx: ComponentContext, types: string[], flags: { concurrency?: string }): Promise<void> {
+  warnIfUnsigned(ctx);
+  const c = ctx.config;
+  if (types.length === 0) throw new ConfigError('taskgrid worker needs at least one task type, e.g. `taskgrid worker reverse`');
+  let entries: readonly WorkerTypeEntry[] = [];
+  try {
+    entries = loadWorkersFile(ctx.workersFile, { typesDir: ctx.typesDir });
+  } catch (err) {
+    // A worker can serve a type that workers.json does not list (its module is what counts).
+    ctx.logger.warn({ err }, 'workers.json not usable; using defaults for concurrency');
+  }
+  const entry = entries.find((e) => types.includes(e.name));
+  const concurrency = flags.concurrency !== undefined ? Number(flags.concurrency) : (c.workerConcurrency ?? entry?.concurrency ?? 4);
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new ConfigError(`--concurrency=${JSON.stringify(flags.concurrency)} is not a positive integer`);
+  }
+  const transport = await bind(ctx, c.workerPort);
+  const advertise = { host: advertiseHost(c, { hostname: hostname() }), port: transport.address.port };
+  const worker = new TaskWorker({
+    transport,
+    nameservers: [...c.nameservices],
+    types,
+    typesDir: ctx.typesDir,
+    concurrency,
+    advertise,
+    logger: ctx.logger,
+    version: VERSION,
+  });
+  await worker.start();
+  ctx.logger.info({ address: transport.address, advertise, types, concurrency, id: worker.id }, 'ready');
+  onSignals(ctx, async () => {
+    await worker.stop();
+    await transport.close();
+  });
+}
+
+/** Adds the component commands to the CLI. */
+export function registerComponentCommands(program: Command): void {
+  const flags = (cmd: Command): ConfigFlags => {
+    const o = cmd.optsWithGlobals<Record<string, string | undefined>>();
+    return {
+      nameservice: o.nameservice,
+      nameservicePort: o.port ?? o.nameservicePort,
+      dispatcher: o.dispatcher,
+      home: o.home,
+      bind: o.bind,
+      advertise: o.advertise,
+      logLevel: o.logLevel,
+    };
+  };
+  program
+    .command('nameservice')
+    .description('run the nameservice (registry of live workers and dispatchers), udp/5001')
+    .option('--port <port>', 'UDP port (TASKGRID_NAMESERVICE_PORT)')
+    .option('--bind <address>', 'address to bind (TASKGRID_BIND)')
+    .option('--log-level <level>', 'TASKGRID_LOG_LEVEL')
+    .action(async (_o, cmd: Command) => {
+      await runNameservice(componentContext('nameservice', flags(cmd)));
+    });
+  program
+    .command('dispatcher')
+    .description('run the dispatcher (stores, queues and dispatches tasks), udp/4000')
+    .option('--port <port>', 'UDP port (TASKGRID_DISPATCHER_PORT)')
+    .option('--bind <address>', 'address to bind (TASKGRID_BIND)')
+    .option('--advertise <host>', 'host others reach it at (TASKGRID_ADVERTISE)')
+    .option('--home <dir>', 'state directory (TASKGRID_HOME)')
+    .option('--log-level <level>', 'TASKGRID_LOG_LEVEL')
+    .action(async (_o, cmd: Command) => {
+      const f = flags(cmd);
+      const o = cmd.opts<{ port?: string }>();
+      await runDispatcher(componentContext('dispatcher', { ...f, nameservicePort: undefined, dispatcherPort: o.port }));
+    });
+  program
+    .command('worker')
+    .description('run a worker serving the given task types')
+    .argument('<types...>', 'task types (modules in worker_types/)')
+    .option('--port <port>', 'UDP port, 0 = any free port (TASKGRID_WORKER_PORT)')
+    .option('--concurrency <n>', 'tasks run at once (TASKGRID_WORKER_CONCURRENCY)')
+    .option('--bind <address>', 'address to bind (TASKGRID_BIND)')
+    .option('--advertise <host>', 'host the dispatcher reaches it at (TASKGRID_ADVERTISE)')
+    .option('--log-level <level>', 'TASKGRID_LOG_LEVEL')
+    .action(async (types: string[], _o, cmd: Command) => {
+      const f = flags(cmd);
+      const o = cmd.opts<{ port?: string; concurrency?: string }>();
+      await runWorker(
+        componentContext(`worker-${types.join('+')}`, { ...f, nameservicePort: undefined, workerPort: o.port }),
+        types,
+        o.concurrency !== undefined ? { concurrency: o.concurrency } : {},
+      );
+    });
+}

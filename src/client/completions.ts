@@ -1,0 +1,88 @@
+/**
+ * Who waits for which task, and ended tasks that arrived before anyone asked. A `done` push
+ * can beat the `wait` call that wants it (run() submits, and the task may end before the
+ * submit's reply has even been processed), so pushed tasks are kept for a while.
+ * Pure bookkeeping: no I/O, no timers.
+ */
+import { FifoCache } from '../protocol/fifo-cache.ts';
+import type { TaskStatus, TaskView } from '../protocol/messages.ts';
+
+const FINAL: ReadonlySet<TaskStatus> = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** True when the task has ended: succeeded, failed or cancelled. */
+export function isFinal(view: Pick<TaskView, 'status'>): boolean {
+  return FINAL.has(view.status);
+}
+
+/** One party waiting for one or more tasks. */
+export interface CompletionListener {
+  onTask(view: TaskView): void;
+  onError(id: number, err: Error): void;
+}
+
+export class Completions {
+  readonly #waiters = new Map<number, Set<CompletionListener>>();
+  readonly #recent: FifoCache<TaskView>;
+  readonly #now: () => number;
+
+  constructor(limits: { maxEntries: number; maxBytes: number }, now: () => number) {
+    this.#recent = new FifoCache(limits.maxEntries, limits.maxBytes);
+    this.#now = now;
+  }
+
+  /** Records an ended task: its listeners hear of it now, or a later {@link take} finds it. */
+  settle(view: TaskView): void {
+    if (!isFinal(view)) return;
+    const listeners = this.#waiters.get(view.id);
+    if (listeners) {
+      this.#waiters.delete(view.id);
+      for (const l of listeners) l.onTask(view);
+      return;
+    }
+    const bytes = (view.result?.length ?? 0) + (view.payload?.length ?? 0) + 256;
+    this.#recent.set(String(view.id), view, this.#now(), bytes);
+  }
+
+  /** Tells the listeners of `id` that it will never end (unknown to the dispatcher, say). */
+  fail(id: number, err: Error): void {
+    const listeners = this.#waiters.get(id);
+    if (!listeners) return;
+    this.#waiters.delete(id);
+    for (const l of listeners) l.onError(id, err);
+  }
+
+  /** An ended task that was pushed before anyone waited for it; it stays for other waits. */
+  take(id: number): TaskView | undefined {
+    return this.#recent.get(String(id));
+  }
+
+  listen(id: number, listener: CompletionListener): void {
+    let set = this.#waiters.get(id);
+    if (!set) {
+      set = new Set();
+      this.#waiters.set(id, set);
+    }
+    set.add(listener);
+  }
+
+  unlisten(id: number, listener: CompletionListener): void {
+    const set = this.#waiters.get(id);
+    if (!set) return;
+    set.delete(listener);
+    if (set.size === 0) this.#waiters.delete(id);
+  }
+
+  /** Ids somebody waits for. */
+  waiting(): number[] {
+    return [...this.#waiters.keys()];
+  }
+
+  get waitingCount(): number {
+    return this.#waiters.size;
+  }
+
+  clear(): void {
+    this.#waiters.clear();
+    this.#recent.clear();
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * The local supervisor: runs each grid component as its own child process, interleaves their
+ * output with a component prefix, restarts a component that dies (with backoff, logged and
+ * counted), and stops everything cleanly. No Docker needed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+export interface ComponentSpec {
+  /** Name shown as the line prefix, e.g. `dispatcher` or `worker-reverse-1`. */
+  name: string;
+  /** Arguments of the taskgrid CLI, e.g. `['worker', 'reverse']`. */
+  args: string[];
+  env?: Record<string, string>;
+}
+
+export interface SupervisorOptions {
+  /** The command that runs the CLI: e.g. [process.execPath, 'bin/taskgrid.js']. */
+  command: string[];
+  cwd: string;
+  env?: NodeJS.ProcessEnv;
+  /** Where interleaved output goes (a line at a time). */
+  write?: (line: string) => void;
+  /** First restart delay; doubles per quick death up to the maximum. */
+  restartDelayMs?: number;
+  maxRestartDelayMs?: number;
+  /** A component that ran at least this long before dying restarts after the first delay again. */
+  stableAfterMs?: number;
+  /** How long stop() waits for SIGTERM before SIGKILL. */
+  stopGraceMs?: number;
+}
+
+interface Running {
+  spec: ComponentSpec;
+  proc: ChildProcess | undefined;
+  restarts: number;
+  delay: number;
+  startedAt: number;
+  timer: NodeJS.Timeout | undefined;
+  ready: boolean;
+  readyWaiters: (() => void)[];
+}
+
+const COLORS = [36, 33, 35, 32, 34, 31, 96, 93, 95, 92, 94];
+
+export class Supervisor {
+  readonly #o: Required<Omit<SupervisorOptions, 'env'>> & { env: NodeJS.ProcessEnv };
+  readonly #running = new Map<string, Running>();
+  #stopping = false;
+  #width = 12;
+
+  constructor(options: SupervisorOptions) {
+    this.#o = {
+      env: options.env ?? process.env,
+      write: options.write ?? ((line) => process.stdout.write(`${line}\n`)),
+      restartDelayMs: options.restartDelayMs ?? 500,
+      maxRestartDelayMs: options.maxRestartDelayMs ?? 10_000,
+      stableAfterMs: options.stableAfterMs ?? 30_000,
+      stopGraceMs: options.stopGraceMs ?? 10_000,
+      command: options.command,
+      cwd: options.cwd,
+    };
+  }
+
+  /** Restarts per component since the supervisor started. */
+  restarts(): Record<string, number> {
+    return Object.fromEntries([...this.#running].map(([name, r]) => [name, r.restarts]));
+  }
+
+  pids(): Record<string, number | undefined> {
+    return Object.fromEntries([...this.#running].map(([name, r]) => [name, r.proc?.pid]));
+  }
+
+  /** Starts a component; resolves once it printed its `ready` line. */
+  start(spec: ComponentSpec): Promise<void> {
+    this.#width = Math.max(this.#width, spec.name.length);
+    const r: Running = {
+      spec,
+      proc: undefined,
+      restarts: 0,
+      delay: this.#o.restartDelayMs,
+      startedAt: 0,
+      timer: undefined,
+      ready: false,
+      readyWaiters: [],
+    };
+    this.#running.set(spec.name, r);
+    const ready = new Promise<void>((resolve) => r.readyWaiters.push(resolve));
+    this.#spawn(r);
+    return ready;
+  }
+
+  #prefix(name: string): string {
+    const i = [...this.#running.keys()].indexOf(name);
+    const color = COLORS[i % COLORS.length]!;
+    const label = name.padEnd(this.#width);
+    return process.stdout.isTTY ? `\x1b[${color}m${label} |\x1b[0m` : `${label} |`;
+  }
+
+  #spawn(r: Running): void {
+    const [cmd, ...base] = this.#o.command;
+    const proc = spawn(cmd!, [...base, ...r.spec.args], {
+      cwd: this.#o.cwd,
+      env: { ...this.#o.env, ...r.spec.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    r.proc = proc;
+    r.startedAt = Date.now();
+    const onLine = (line: string) => {
+      if (!r.ready && line.includes('"msg":"ready"')) {
+        r.ready = true;
+        for (const w of r.readyWaiters.splice(0)) w();
+      }
+      this.#o.write(`${this.#prefix(r.spec.name)} ${line}`);
+    };
+    createInterface({ input: proc.stdout }).on('line', onLine);
+    createInterface({ input: proc.stderr }).on('line', onLine);
+    proc.on('error', (err) => this.#o.write(`${this.#prefix(r.spec.name)} failed to start: ${err.message}`));
+    proc.on('exit', (code, signal) => {
+      r.proc = undefined;
+      if (this.#stopping) return;
+      const ranMs = Date.now() - r.startedAt;
+      if (ranMs >= this.#o.stableAfterMs) r.delay = this.#o.restartDelayMs;
+      r.restarts++;
+      this.#o.write(
+        `${this.#prefix(r.spec.name)} exited (${signal ?? `code ${code}`}) after ${ranMs} ms; restart ${r.restarts} in ${r.delay} ms`,
+      );
+      r.timer = setTimeout(() => {
+        r.timer = undefined;
+        if (!this.#stopping) this.#spawn(r);
+      }, r.delay);
+      r.delay = Math.min(r.delay * 2, this.#o.maxRestartDelayMs);
+    });
+  }
+
+  /** Stops every component: SIGTERM, then SIGKILL after the grace period. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const all = [...this.#running.values()].reverse();
+    await Promise.all(
+      all.map(async (r) => {
+        clearTimeout(r.timer);
+        const proc = r.proc;
+        if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+        const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), this.#o.stopGraceMs);
+        await exited;
+        clearTimeout(t);
+      }),
+    );
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * The grid under faults, with real processes killed with SIGKILL: a worker dies mid-run, the
+ * dispatcher dies after acknowledging, the nameservice restarts, a handler never returns.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { TaskGridClient } from '../../src/client/index.ts';
+import { ROOT } from '../support/process.ts';
+import { Grid } from '../support/grid.ts';
+
+const FIXTURES = join(ROOT, 'test/fixtures/handlers');
+const fixtureTypes = [
+  { name: 'echo', active: true, description: 'returns its payload', concurrency: 8, maxAttempts: 3 },
+  { name: 'slow', active: true, description: 'waits payload ms', concurrency: 8, timeoutMs: 10_000, maxAttempts: 5 },
+  { name: 'hang', active: true, description: 'never returns', concurrency: 1, timeoutMs: 500, maxAttempts: 2 },
+];
+
+async function connect(grid: Grid) {
+  return TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+}
+
+function ids(results: Awaited<ReturnType<TaskGridClient['submitMany']>>): number[] {
+  return results.map((r) => {
+    assert.ok('id' in r, JSON.stringify(r));
+    return r.id;
+  });
+}
+
+test('two workers of one type share the load, and when one is killed every task still completes once', { timeout: 120_000 }, async () => {
+  const grid = await Grid.start({ typesDir: FIXTURES, workersJson: fixtureTypes });
+  const client = await connect(grid);
+  try {
+    const a = await grid.startWorker(['slow'], 8);
+    await grid.startWorker(['slow'], 8);
+    const submitted = ids(await client.submitMany(Array.from({ length: 120 }, () => ({ type: 'slow', payload: '100' }))));
+    await new Promise((r) => setTimeout(r, 400));
+    await a.kill('SIGKILL');
+    const views = (await client.wait(submitted, { timeoutMs: 90_000 }));
+    assert.equal(views.length, 120);
+    assert.ok(views.every((v) => v.status === 'succeeded'), 'every task succeeded');
+    const workers = new Set(views.map((v) => v.worker));
+    assert.ok(workers.size >= 1);
+    const stats = await client.stats();
+    assert.equal(stats.types.slow?.succeeded, 120, 'each task recorded once');
+    const retried = views.filter((v) => v.attempts > 1).length;
+    assert.ok(retried > 0, 'the killed worker’s tasks ran again elsewhere');
+  } finally {
+    await client.close();
+    await grid.stop();
+  }
+});
+
+test('a dispatcher killed after 1,000 acknowledged submits and restarted completes all of them once', { timeout: 120_000 }, async () => {
+  const grid = await Grid.start({ typesDir: FIXTURES, workersJson: fixtureTypes });
+  let client = await connect(grid);
+  try {
+    const submitted = ids(await client.submitMany(Array.from({ length: 1000 }, (_, i) => ({ type: 'echo', payload: `p${i}` }))));
+    assert.equal(submitted.length, 1000);
+    await grid.dispatcher.kill('SIGKILL');
+    await client.close();
+    await grid.startDispatcher(grid.dispatcherPort);
+    await grid.startWorker(['echo'], 64);
+    client = await connect(grid);
+    const views = (await client.wait(submitted, { timeoutMs: 90_000 }));
+    assert.equal(views.length, 1000);
+    views.forEach((v, i) => {
+      assert.equal(v.status, 'succeeded');
+      assert.equal(v.result, `p${i}`);
+    });
+    const stats = await client.stats();
+    assert.equal(stats.types.echo?.succeeded, 1000, 'none recorded twice');
+  } finally {
+    await client.close();
+    await grid.stop();
+  }
+});
+
+test('after a nameservice restart the workers are back within one heartbeat interval', { timeout: 60_000 }, async () => {
+  const grid = await Grid.start({ typesDir: FIXTURES, workersJson: fixtureTypes, workers: [{ types: ['echo'] }, { types: ['slow'] }] });
+  const client = await connect(grid);
+  try {
+    const before = await client.workers();
+    assert.equal(before.filter((w) => w.role === 'worker').length, 2);
+    await grid.nameservice.kill('SIGKILL');
+    const restarted = Date.now();
+    await grid.startNameservice(grid.nsPort);
+    let back = 0;
+    while (Date.now() - restarted < 10_000) {
+      back = (await client.workers()).filter((w) => w.role === 'worker').length;
+      if (back === 2) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const took = Date.now() - restarted;
+    assert.equal(back, 2);
+    // One heartbeat interval (1 s) plus the restart's own start-up.
+    assert.ok(took < 4_000, `workers were back after ${took} ms`);
+    const r = await client.run('echo', 'still works', { timeoutMs: 20_000 });
+    assert.equal(r, 'still works');
+  } finally {
+    await client.close();
+    await grid.stop();
+  }
+});
+
+test('a handler that loops forever is stopped at its timeout, retried, then failed; its worker serves the next task', { timeout: 60_000 }, async () => {
+  const grid = await Grid.start({ typesDir: FIXTURES, workersJson: fixtureTypes, workers: [{ types: ['hang', 'echo'] }] });
+  const client = await connect(grid);
+  try {
+    const [hung] = ids(await client.submitMany([{ type: 'hang', payload: '' }]));
+    const view = (await client.wait(hung!, { timeoutMs: 30_000 }));
+    assert.equal(view.status, 'failed');
+    assert.equal(view.error?.code, 'TG_ERR_TASK_TIMEOUT');
+    assert.equal(view.attempts, 2);
+    assert.equal(await client.run('echo', 'next', { timeoutMs: 20_000 }), 'next');
+  } finally {
+    await client.close();
+    await grid.stop();
+  }
+});
