@@ -69,6 +69,9 @@ function merge(answers: Instance[][]): Instance[] {
   return [...byId.values()];
 }
 
+/** Pause between lookups while the nameservice knows no dispatcher. */
+const LOOKUP_RETRY_MS = 250;
+
 /** Options of a {@link DispatcherLocator}. */
 export interface LocatorOptions {
   /** A fixed dispatcher address: no lookup. */
@@ -113,10 +116,23 @@ export class DispatcherLocator {
 
   async #lookup(): Promise<PeerAddress> {
     const { nameservers, lookupTimeoutMs } = this.#o;
-    const found = await lookupOnce(this.#transport, nameservers, { role: 'dispatcher' }, lookupTimeoutMs);
-    // Several dispatchers only share work once the store is shared; until then the one heard
-    // from most recently is the best guess at the live one.
-    const best = found.sort((a, b) => b.lastSeen - a.lastSeen)[0];
+    const deadline = Date.now() + lookupTimeoutMs;
+    let best: Instance | undefined;
+    for (;;) {
+      const found = await lookupOnce(
+        this.#transport,
+        nameservers,
+        { role: 'dispatcher' },
+        Math.max(1, deadline - Date.now()),
+      );
+      // Several dispatchers only share work once the store is shared; until then the one heard
+      // from most recently is the best guess at the live one.
+      best = found.sort((a, b) => b.lastSeen - a.lastSeen)[0];
+      // A nameservice that just restarted knows no dispatcher until its next heartbeat (about
+      // a second): ask again until the lookup's time is up rather than failing at once.
+      if (best || Date.now() + LOOKUP_RETRY_MS >= deadline) break;
+      await new Promise((r) => setTimeout(r, LOOKUP_RETRY_MS));
+    }
     if (!best) {
       throw new TaskGridError(
         ErrorCode.UNREACHABLE,
