@@ -20,6 +20,7 @@ import {
   RUN_WITH_GRID_DESCRIPTION,
 } from './client-commands.ts';
 import { registerComponentCommands } from './components.ts';
+import { registerGridCommands } from './grid-commands.ts';
 import { EXIT_CODE_HELP, ExitCode, Output, processIo, type CliIo } from './output.ts';
 
 /**
@@ -67,7 +68,8 @@ export type CommandRegistrar = (program: Command, ctx: CliContext) => void;
 export const COMMAND_REGISTRARS: readonly CommandRegistrar[] = [
   registerClientCommands,
   registerComponentCommands,
-  // Still to come here: monitoring, build, start/stop/status/logs, regen-compose, reset, man.
+  registerGridCommands,
+  // Still to come here: monitoring, build, stop/status/logs, regen-compose, reset, man.
   // The grid's `run` without arguments plugs into the client's `run` with installGridRun().
 ];
 

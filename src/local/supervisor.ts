@@ -4,6 +4,8 @@
  * counted), and stops everything cleanly. No Docker needed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export interface ComponentSpec {
@@ -12,6 +14,12 @@ export interface ComponentSpec {
   /** Arguments of the taskgrid CLI, e.g. `['worker', 'reverse']`. */
   args: string[];
   env?: Record<string, string>;
+  /**
+   * Components of one group stop together; groups stop in the reverse order of their start
+   * (workers, then the dispatcher, then the nameservice, so that each can still say goodbye).
+   * Default: its own name.
+   */
+  group?: string;
 }
 
 export interface SupervisorOptions {
@@ -21,6 +29,10 @@ export interface SupervisorOptions {
   env?: NodeJS.ProcessEnv;
   /** Where interleaved output goes (a line at a time). */
   write?: (line: string) => void;
+  /** Folder where each component's raw output is also appended, as `<name>.log`. */
+  logDir?: string | undefined;
+  /** Turns a component's raw line (pino JSON) into what the terminal shows. */
+  format?: (line: string) => string;
   /** First restart delay; doubles per quick death up to the maximum. */
   restartDelayMs?: number;
   maxRestartDelayMs?: number;
@@ -38,13 +50,18 @@ interface Running {
   startedAt: number;
   timer: NodeJS.Timeout | undefined;
   ready: boolean;
-  readyWaiters: (() => void)[];
+  readyWaiters: { resolve: () => void; reject: (err: Error) => void }[];
+  log: WriteStream | undefined;
+  lastLines: string[];
 }
 
 const COLORS = [36, 33, 35, 32, 34, 31, 96, 93, 95, 92, 94];
 
 export class Supervisor {
-  readonly #o: Required<Omit<SupervisorOptions, 'env'>> & { env: NodeJS.ProcessEnv };
+  readonly #o: Required<Omit<SupervisorOptions, 'env' | 'logDir'>> & {
+    env: NodeJS.ProcessEnv;
+    logDir: string | undefined;
+  };
   readonly #running = new Map<string, Running>();
   #stopping = false;
   #width = 12;
@@ -59,7 +76,10 @@ export class Supervisor {
       stopGraceMs: options.stopGraceMs ?? 10_000,
       command: options.command,
       cwd: options.cwd,
+      logDir: options.logDir,
+      format: options.format ?? ((line) => line),
     };
+    if (this.#o.logDir) mkdirSync(this.#o.logDir, { recursive: true });
   }
 
   /** Restarts per component since the supervisor started. */
@@ -71,7 +91,10 @@ export class Supervisor {
     return Object.fromEntries([...this.#running].map(([name, r]) => [name, r.proc?.pid]));
   }
 
-  /** Starts a component; resolves once it printed its `ready` line. */
+  /**
+   * Starts a component; resolves once it printed its `ready` line, rejects if it exits before
+   * (then it is not restarted: a component that cannot start needs a person, not a loop).
+   */
   start(spec: ComponentSpec): Promise<void> {
     this.#width = Math.max(this.#width, spec.name.length);
     const r: Running = {
@@ -83,9 +106,11 @@ export class Supervisor {
       timer: undefined,
       ready: false,
       readyWaiters: [],
+      log: this.#o.logDir ? createWriteStream(join(this.#o.logDir, `${spec.name}.log`), { flags: 'a' }) : undefined,
+      lastLines: [],
     };
     this.#running.set(spec.name, r);
-    const ready = new Promise<void>((resolve) => r.readyWaiters.push(resolve));
+    const ready = new Promise<void>((resolve, reject) => r.readyWaiters.push({ resolve, reject }));
     this.#spawn(r);
     return ready;
   }
@@ -109,9 +134,12 @@ export class Supervisor {
     const onLine = (line: string) => {
       if (!r.ready && line.includes('"msg":"ready"')) {
         r.ready = true;
-        for (const w of r.readyWaiters.splice(0)) w();
+        for (const w of r.readyWaiters.splice(0)) w.resolve();
       }
-      this.#o.write(`${this.#prefix(r.spec.name)} ${line}`);
+      r.log?.write(`${line}\n`);
+      r.lastLines.push(line);
+      if (r.lastLines.length > 5) r.lastLines.shift();
+      this.#o.write(`${this.#prefix(r.spec.name)} ${this.#o.format(line)}`);
     };
     createInterface({ input: proc.stdout }).on('line', onLine);
     createInterface({ input: proc.stderr }).on('line', onLine);
@@ -119,6 +147,12 @@ export class Supervisor {
     proc.on('exit', (code, signal) => {
       r.proc = undefined;
       if (this.#stopping) return;
+      if (!r.ready) {
+        const why = r.lastLines.map((l) => this.#o.format(l)).join('\n  ');
+        const err = new Error(`${r.spec.name} exited (${signal ?? `code ${code}`}) before it was ready:\n  ${why}`);
+        for (const w of r.readyWaiters.splice(0)) w.reject(err);
+        return;
+      }
       const ranMs = Date.now() - r.startedAt;
       if (ranMs >= this.#o.stableAfterMs) r.delay = this.#o.restartDelayMs;
       r.restarts++;
@@ -133,12 +167,22 @@ export class Supervisor {
     });
   }
 
-  /** Stops every component: SIGTERM, then SIGKILL after the grace period. */
+  /** Stops every component, group by group: SIGTERM, then SIGKILL after the grace period. */
   async stop(): Promise<void> {
     this.#stopping = true;
-    const all = [...this.#running.values()].reverse();
+    const all = [...this.#running.values()];
+    const groups = new Map<string, Running[]>();
+    for (const r of all) {
+      const g = r.spec.group ?? r.spec.name;
+      groups.set(g, [...(groups.get(g) ?? []), r]);
+    }
+    for (const members of [...groups.values()].reverse()) await this.#stopAll(members);
+    for (const r of all) r.log?.end();
+  }
+
+  async #stopAll(members: Running[]): Promise<void> {
     await Promise.all(
-      all.map(async (r) => {
+      members.map(async (r) => {
         clearTimeout(r.timer);
         const proc = r.proc;
         if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;

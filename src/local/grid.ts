@@ -1,0 +1,132 @@
+/**
+ * The whole grid on one machine, one process per component: the nameservice, the dispatcher,
+ * `replicas` worker processes per active workers.json entry. Used by `taskgrid start` (and
+ * `npm start`) and by `taskgrid run` without arguments.
+ */
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateCompose } from '../compose/generate.ts';
+import { formatHostPort, statePaths, type Config } from '../config/env.ts';
+import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
+import { Supervisor, type ComponentSpec } from './supervisor.ts';
+
+export interface LocalGridOptions {
+  config: Config;
+  root: string;
+  workersFile: string;
+  typesDir: string;
+  /** Prints a line for a person. */
+  say: (line: string) => void;
+  /** Where component output goes (default: stdout, prefixed). */
+  write?: (line: string) => void;
+}
+
+/** The component processes a grid runs, in start order. */
+export function gridComponents(entries: readonly WorkerTypeEntry[]): ComponentSpec[] {
+  const specs: ComponentSpec[] = [
+    { name: 'nameservice', args: ['nameservice'] },
+    { name: 'dispatcher', args: ['dispatcher'] },
+  ];
+  for (const e of activeTypes(entries)) {
+    for (let i = 1; i <= e.replicas; i++) {
+      specs.push({
+        name: e.replicas > 1 ? `worker-${e.name}-${i}` : `worker-${e.name}`,
+        args: ['worker', e.name, '--concurrency', String(e.concurrency)],
+        group: 'workers',
+      });
+    }
+  }
+  return specs;
+}
+
+const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const SKIP = new Set(['level', 'time', 'pid', 'hostname', 'name', 'component', 'msg']);
+
+/** Shows a pino JSON line as `INFO message key=value …`; other lines as they are. */
+export function formatLogLine(line: string): string {
+  if (!line.startsWith('{')) return line;
+  try {
+    const v = JSON.parse(line) as Record<string, unknown>;
+    const level = LEVELS[Number(v.level)] ?? String(v.level);
+    const extra = Object.entries(v)
+      .filter(([k]) => !SKIP.has(k))
+      .map(([k, x]) => `${k}=${typeof x === 'string' ? x : JSON.stringify(x)}`)
+      .join(' ');
+    const msg = typeof v.msg === 'string' ? v.msg : '';
+    return `${level.padEnd(5)} ${msg}${extra ? `  ${extra}` : ''}`;
+  } catch {
+    return line;
+  }
+}
+
+/**
+ * Compiles the sources (when TypeScript is installed, as in a development checkout), checks
+ * workers.json and regenerates docker-compose.generated.yml.
+ */
+export function buildGrid(o: Pick<LocalGridOptions, 'root' | 'workersFile' | 'typesDir' | 'say'>): WorkerTypeEntry[] {
+  const entries = [...loadWorkersFile(o.workersFile, { typesDir: o.typesDir })];
+  o.say(`workers.json: ${activeTypes(entries).length} active task types (${activeTypes(entries).map((e) => e.name).join(', ')})`);
+  let tsc: string | undefined;
+  try {
+    tsc = createRequire(join(o.root, 'package.json')).resolve('typescript/bin/tsc');
+  } catch {
+    // An installed package ships dist/ already built.
+  }
+  if (tsc) {
+    o.say('compiling (tsc -p tsconfig.build.json)…');
+    const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: o.root, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`compilation failed:\n${r.stdout}${r.stderr}`);
+  }
+  writeFileSync(join(o.root, 'docker-compose.generated.yml'), generateCompose(entries));
+  o.say('wrote docker-compose.generated.yml');
+  return entries;
+}
+
+/** Runs the grid in the foreground until SIGINT or SIGTERM; resolves with the exit code. */
+export async function runGrid(o: LocalGridOptions, entries: readonly WorkerTypeEntry[]): Promise<number> {
+  const paths = statePaths(o.config.home);
+  const supervisor = new Supervisor({
+    command: [process.execPath, join(o.root, 'bin/taskgrid.js')],
+    cwd: o.root,
+    env: process.env,
+    logDir: paths.logs,
+    format: formatLogLine,
+    ...(o.write ? { write: o.write } : {}),
+  });
+  const specs = gridComponents(entries);
+  let stopping = false;
+  const stopped = new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      o.say(`${signal}: stopping the grid…`);
+      void supervisor.stop().then(() => {
+        o.say('grid stopped');
+        resolve(0);
+      });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  try {
+    // The nameservice first, so that the others register at once rather than retrying.
+    await supervisor.start(specs[0]!);
+    await Promise.all(specs.slice(1).map((s) => supervisor.start(s)));
+  } catch (err) {
+    o.say(`the grid could not start: ${err instanceof Error ? err.message : String(err)}`);
+    await supervisor.stop();
+    return 1;
+  }
+  const ns = o.config.nameservices[0]!;
+  const workers = specs.length - 2;
+  o.say('');
+  o.say(`TaskGrid is up: nameservice udp/${formatHostPort(ns)}, dispatcher udp/${o.config.bind}:${o.config.dispatcherPort}, ${workers} worker processes.`);
+  o.say('Send a task from another terminal:');
+  o.say('  npx taskgrid send reverse Hello --wait');
+  o.say('Dashboard: not part of this build yet (the monitoring service comes next); use `npx taskgrid stats` and `npx taskgrid workers`.');
+  o.say(`Logs: ${paths.logs}   Stop: Ctrl-C`);
+  o.say('');
+  return stopped;
+}

@@ -1,0 +1,100 @@
+/**
+ * `taskgrid run` without arguments (what `npm start` runs after building): the whole grid as
+ * child processes of one supervisor, replicas from workers.json, Ctrl-C stopping everything.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ROOT } from '../support/process.ts';
+
+async function freeUdpPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const { port } = s.address();
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test('the local grid runs replicas from workers.json, serves tasks and stops every process on SIGINT', { timeout: 120_000 }, async () => {
+  const home = mkdtempSync(join(tmpdir(), 'taskgrid-local-'));
+  const workersFile = join(home, 'workers.json');
+  writeFileSync(
+    workersFile,
+    JSON.stringify([
+      { name: 'reverse', active: true, description: 'reverse', replicas: 3, concurrency: 4 },
+      { name: 'sum', active: true, description: 'sum' },
+      { name: 'hash', active: false, description: 'inactive: no process' },
+    ]),
+  );
+  const nsPort = await freeUdpPort();
+  const dPort = await freeUdpPort();
+  const env = {
+    ...process.env,
+    TASKGRID_HOME: home,
+    TASKGRID_WORKERS_FILE: workersFile,
+    TASKGRID_NAMESERVICE_PORT: String(nsPort),
+    TASKGRID_DISPATCHER_PORT: String(dPort),
+  };
+  const grid = spawn(process.execPath, ['bin/taskgrid.js', 'run'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  grid.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  grid.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const exited = new Promise<number | null>((r) => grid.on('exit', (code) => r(code)));
+  let children: number[] = [];
+  try {
+    for (let i = 0; i < 600 && !out.includes('TaskGrid is up'); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(out, /TaskGrid is up/, out.slice(-3000));
+    assert.match(out, /npx taskgrid send reverse Hello --wait/);
+    children = childrenOf(grid.pid!);
+    assert.equal(children.length, 2 + 3 + 1, 'nameservice, dispatcher, 3 reverse replicas, 1 sum');
+
+    const cli = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string }>((resolve) => {
+        const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+        let stdout = '';
+        p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+        p.on('exit', (code) => resolve({ code, stdout }));
+      });
+    const sent = await cli(['send', 'reverse', 'Hello', '--wait']);
+    assert.equal(sent.code, 0);
+    assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
+    const workers = await cli(['workers', '--json']);
+    const { instances: list } = JSON.parse(workers.stdout.trim().split('\n').at(-1)!) as {
+      instances: { role: string; types: string[] }[];
+    };
+    const reverse = list.filter((w) => w.role === 'worker' && w.types.includes('reverse'));
+    assert.equal(reverse.length, 3, 'three reverse replicas registered');
+    assert.ok(!list.some((w) => w.types.includes('hash')), 'the inactive type has no worker');
+
+    grid.kill('SIGINT');
+    assert.equal(await exited, 0);
+    assert.match(out, /grid stopped/);
+    for (const pid of children) assert.equal(alive(pid), false, `component ${pid} stopped`);
+    assert.match(readFileSync(join(home, 'logs', 'dispatcher.log'), 'utf8'), /"msg":"ready"/, 'logs are kept under TASKGRID_HOME');
+  } finally {
+    if (grid.exitCode === null) grid.kill('SIGKILL');
+    for (const pid of children) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
