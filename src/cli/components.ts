@@ -30,6 +30,7 @@ export const VERSION = '0.1.0';
 
 /** Everything a component process needs: config, logger, the project's files. */
 export interface ComponentContext {
+  component: string;
   config: Config;
   logger: Logger;
   root: string;
@@ -43,7 +44,16 @@ export function componentContext(component: string, flags: ConfigFlags, env = pr
   const logger = createLogger({ component, level: config.logLevel });
   const typesDir = env.TASKGRID_TYPES_DIR ?? join(root, 'worker_types');
   const workersFile = env.TASKGRID_WORKERS_FILE ?? join(root, 'workers.json');
-  return { config, logger, root, typesDir, workersFile };
+  return { component, config, logger, root, typesDir, workersFile };
+}
+
+/**
+ * Announces that a component serves: one JSON line on stdout in the logger's format, written
+ * whatever the log level, since supervisors and tests wait for it.
+ */
+export function announceReady(ctx: ComponentContext, fields: Record<string, unknown>): void {
+  const line = { level: 30, time: Date.now(), pid: process.pid, component: ctx.component, ...fields, msg: 'ready' };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
 function warnIfUnsigned(ctx: ComponentContext): void {
@@ -89,7 +99,7 @@ export async function runNameservice(ctx: ComponentContext): Promise<void> {
   warnIfUnsigned(ctx);
   const transport = await bind(ctx, ctx.config.nameservicePort);
   const ns = new Nameservice({ transport, logger: ctx.logger, version: VERSION });
-  ctx.logger.info({ address: transport.address }, 'ready');
+  announceReady(ctx, { address: transport.address });
   onSignals(ctx, async () => {
     ns.close();
     await transport.close();
@@ -131,7 +141,7 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
   await directory.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
   await dispatcher.start();
   registration.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
-  ctx.logger.info({ address: transport.address, advertise, store: join(statePaths(c.home).data, 'dispatcher.db') }, 'ready');
+  announceReady(ctx, { address: transport.address, advertise, store: join(statePaths(c.home).data, 'dispatcher.db') });
   onSignals(ctx, async () => {
     await registration.stop();
     await dispatcher.close();
@@ -170,7 +180,7 @@ export async function runWorker(ctx: ComponentContext, types: string[], flags: {
     version: VERSION,
   });
   await worker.start();
-  ctx.logger.info({ address: transport.address, advertise, types, concurrency, id: worker.id }, 'ready');
+  announceReady(ctx, { address: transport.address, advertise, types, concurrency, id: worker.id });
   onSignals(ctx, async () => {
     await worker.stop();
     await transport.close();
