@@ -1,14 +1,30 @@
 /**
- * Commands that run the whole grid locally: `taskgrid start` (build, then run in the
- * foreground; what `npm start` does) and `taskgrid run` without arguments (run what is built).
+ * Commands that run and manage the whole grid: `build`, `start` (what `npm start` runs),
+ * `run` without arguments, `stop`/`down`, `status`, `logs`, `regen-compose`, `reset`, `man`.
+ * Locally by default (one process per component, no Docker); `--docker` drives Docker Compose.
  */
-import type { Command } from 'commander';
-import { findProjectRoot, loadConfig } from '../config/env.ts';
-import { loadWorkersFile } from '../config/workers.ts';
-import { ConfigError } from '../errors.ts';
-import { buildGrid, runGrid, type LocalGridOptions } from '../local/grid.ts';
-import { installGridRun, type CliContext } from './main.ts';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Command } from 'commander';
+import { generateCompose } from '../compose/generate.ts';
+import { findProjectRoot, loadConfig, statePaths } from '../config/env.ts';
+import { loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
+import { ConfigError, ErrorCode, TaskGridError } from '../errors.ts';
+import {
+  gridHealth,
+  logComponents,
+  removeState,
+  runningGrid,
+  startDetached,
+  stopGrid,
+  tailLog,
+} from '../local/control.ts';
+import { buildGrid, gridBanner, gridComponents, runGrid, type LocalGridOptions } from '../local/grid.ts';
+import { installGridRun, type CliContext } from './main.ts';
+import { ExitCode } from './output.ts';
+
+const COMPOSE_FILE = 'docker-compose.generated.yml';
 
 function gridOptions(ctx: CliContext): LocalGridOptions {
   const root = findProjectRoot();
@@ -22,31 +38,230 @@ function gridOptions(ctx: CliContext): LocalGridOptions {
   };
 }
 
-/** Turns a workers.json or compile failure into a one-line, coded error. */
+/** A workers.json or compile failure as a one-line, coded error. */
 function asConfigError(err: unknown): never {
-  if (err instanceof ConfigError) throw err;
+  if (err instanceof TaskGridError) throw err;
   throw new ConfigError(err instanceof Error ? err.message : String(err));
 }
 
+function loadEntries(o: LocalGridOptions): WorkerTypeEntry[] {
+  try {
+    return [...loadWorkersFile(o.workersFile, { typesDir: o.typesDir })];
+  } catch (err) {
+    asConfigError(err);
+  }
+}
+
+/** Runs `docker compose` with the generated file; without a Docker engine, one clear line. */
+function docker(o: LocalGridOptions, args: string[]): number {
+  const info = spawnSync('docker', ['info', '--format', '{{.ServerVersion}}'], { encoding: 'utf8' });
+  if (info.error || info.status !== 0) {
+    throw new TaskGridError(
+      ErrorCode.UNREACHABLE,
+      'Docker mode needs a running Docker engine, and `docker info` found none; run without --docker for the local grid',
+    );
+  }
+  const r = spawnSync('docker', ['compose', '-p', 'taskgrid', '-f', join(o.root, COMPOSE_FILE), ...args], {
+    cwd: o.root,
+    stdio: 'inherit',
+  });
+  return r.status ?? 1;
+}
+
+interface RunFlags {
+  detach?: boolean;
+  docker?: boolean;
+  supervise?: boolean;
+}
+
+/** Runs the grid as built: in the foreground, detached, or with Docker. */
+async function runBuilt(ctx: CliContext, o: LocalGridOptions, entries: WorkerTypeEntry[], f: RunFlags): Promise<number> {
+  if (f.docker) return docker(o, ['up', ...(f.detach ? ['-d'] : [])]);
+  if (f.supervise) return runGrid(o, entries, { banner: false });
+  if (f.detach) {
+    await startDetached({ root: o.root, config: o.config, args: ['run', '--supervise'], say: o.say });
+    gridBanner(o, gridComponents(entries), { detached: true });
+    return ExitCode.OK;
+  }
+  const running = runningGrid(statePaths(o.config.home));
+  if (running) {
+    throw new TaskGridError(
+      ErrorCode.BAD_ARGUMENT,
+      `a grid is already running from ${o.config.home} (supervisor pid ${running.supervisorPid}); run \`taskgrid stop\` first`,
+    );
+  }
+  return runGrid(o, entries, { banner: true });
+}
+
+async function build(ctx: CliContext, f: RunFlags & { reset?: boolean; cache?: boolean }): Promise<number> {
+  const o = gridOptions(ctx);
+  if (f.reset) await reset(ctx, o, { docker: f.docker ?? false });
+  if (f.cache === false) rmSync(join(o.root, 'dist'), { recursive: true, force: true });
+  let entries: WorkerTypeEntry[];
+  try {
+    entries = buildGrid(o);
+  } catch (err) {
+    asConfigError(err);
+  }
+  if (f.docker) {
+    const code = docker(o, ['build', ...(f.cache === false ? ['--no-cache'] : [])]);
+    if (code !== 0) return code;
+  }
+  return runBuilt(ctx, o, entries, f);
+}
+
+async function reset(ctx: CliContext, o: LocalGridOptions, f: { docker: boolean }): Promise<void> {
+  if (f.docker) {
+    docker(o, ['down', '-v', '--rmi', 'local', '--remove-orphans']);
+  }
+  const paths = statePaths(o.config.home);
+  const stopped = await stopGrid(paths);
+  if (stopped.length > 0) o.say(`stopped ${stopped.length} processes (${stopped.join(', ')})`);
+  for (const path of removeState(paths)) o.say(`removed ${path}`);
+  const compose = join(o.root, COMPOSE_FILE);
+  if (existsSync(compose)) {
+    rmSync(compose);
+    o.say(`removed ${compose}`);
+  }
+}
+
+function man(ctx: CliContext): void {
+  const file = join(findProjectRoot(), 'docs', 'taskgrid.1');
+  // On a terminal, the real man viewer; otherwise (or without man) the page as text.
+  if (process.stdout.isTTY && spawnSync('man', ['-l', file], { stdio: 'inherit' }).status === 0) return;
+  const r = spawnSync('man', ['-l', '-P', 'cat', file], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80' } });
+  ctx.io.stdout.write(r.status === 0 && r.stdout ? r.stdout : readFileSync(file, 'utf8'));
+}
+
 export function registerGridCommands(program: Command, ctx: CliContext): void {
-  program
-    .command('start')
-    .description('build (compile, check workers.json, regenerate the Compose file), then run the whole grid in the foreground; Ctrl-C stops it')
-    .action(async () => {
-      const o = gridOptions(ctx);
-      let entries;
-      try {
-        entries = buildGrid(o);
-      } catch (err) {
-        asConfigError(err);
-      }
-      ctx.exitCode = await runGrid(o, entries);
-    });
+  const runOptions = (cmd: Command) =>
+    cmd
+      .option('-d, --detach', 'run in the background; return once every component answers a health check')
+      .option('--docker', 'use Docker Compose with the generated file instead of local processes');
+  const buildAction = async (f: RunFlags & { reset?: boolean; cache?: boolean }) => {
+    ctx.exitCode = await build(ctx, f);
+  };
+
+  runOptions(
+    program
+      .command('build')
+      .description('compile, check workers.json, regenerate docker-compose.generated.yml, then start the grid')
+      .option('--reset', 'stop and remove all state first (as `taskgrid reset`)')
+      .option('--no-cache', 'rebuild from scratch (remove dist/; with --docker, no image cache)'),
+  ).action(buildAction);
+  runOptions(
+    program
+      .command('start')
+      .description('build and run the whole grid (what `npm start` runs); in the foreground unless -d; Ctrl-C stops it'),
+  ).action(buildAction);
+
   installGridRun(ctx, {
-    configure: () => {},
-    action: async () => {
+    configure: (cmd) => {
+      runOptions(cmd);
+      // Internal: the detached supervisor's own command line.
+      cmd.option('--supervise', 'run as the background supervisor (used by -d)');
+    },
+    action: async (opts) => {
       const o = gridOptions(ctx);
-      return runGrid(o, [...loadWorkersFile(o.workersFile, { typesDir: o.typesDir })]);
+      return runBuilt(ctx, o, loadEntries(o), opts);
     },
   });
+
+  program
+    .command('stop')
+    .alias('down')
+    .description('stop the grid started with -d (workers first, then the dispatcher, then the nameservice)')
+    .option('--docker', 'docker compose down')
+    .action(async (f: { docker?: boolean }) => {
+      const o = gridOptions(ctx);
+      if (f.docker) {
+        ctx.exitCode = docker(o, ['down']);
+        return;
+      }
+      const stopped = await stopGrid(statePaths(o.config.home));
+      o.say(stopped.length > 0 ? `stopped ${stopped.length} processes` : `no grid is running from ${o.config.home}`);
+    });
+
+  program
+    .command('status')
+    .description("ask every component of the local grid over the protocol whether it answers")
+    .action(async () => {
+      const o = gridOptions(ctx);
+      const json = program.opts<{ json?: boolean }>().json === true;
+      const paths = statePaths(o.config.home);
+      const supervisor = runningGrid(paths);
+      const health = await gridHealth(o.config, paths);
+      const healthy = health.every((h) => h.ok);
+      if (json) {
+        ctx.io.stdout.write(`${JSON.stringify({ supervisor: supervisor?.supervisorPid ?? null, healthy, components: health })}\n`);
+      } else {
+        ctx.io.stdout.write(
+          supervisor
+            ? `grid supervisor pid ${supervisor.supervisorPid}, state in ${o.config.home}\n`
+            : `no supervisor runs from ${o.config.home}; asking the grid at ${o.config.nameservices.map((n) => `${n.host}:${n.port}`).join(', ')}\n`,
+        );
+        const rows = health.map((h) => [h.name, String(h.pid ?? '-'), String(h.restarts), h.ok ? 'healthy' : 'NOT ANSWERING', h.detail]);
+        const head = ['COMPONENT', 'PID', 'RESTARTS', 'STATE', 'DETAIL'];
+        const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
+        for (const r of [head, ...rows]) ctx.io.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`);
+      }
+      ctx.exitCode = healthy ? ExitCode.OK : ExitCode.UNREACHABLE;
+    });
+
+  program
+    .command('logs')
+    .description('print the end of a component’s log (local grid); without a component, list them')
+    .argument('[component]', 'e.g. dispatcher, nameservice, worker-reverse, grid')
+    .option('-f, --follow', 'keep printing what is appended')
+    .option('-n, --lines <n>', 'lines to print', '100')
+    .action(async (component: string | undefined, f: { follow?: boolean; lines: string }) => {
+      const o = gridOptions(ctx);
+      const paths = statePaths(o.config.home);
+      if (!component) {
+        const names = logComponents(paths);
+        ctx.io.stdout.write(names.length ? `${names.join('\n')}\n` : `no logs in ${paths.logs}\n`);
+        return;
+      }
+      const lines = Number(f.lines);
+      if (!Number.isInteger(lines) || lines < 0) throw new TaskGridError(ErrorCode.BAD_ARGUMENT, `--lines ${JSON.stringify(f.lines)} is not a count`);
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      await tailLog(paths, component, { lines, follow: f.follow ?? false, write: (s) => ctx.io.stdout.write(s), signal: stop.signal });
+    });
+
+  program
+    .command('regen-compose')
+    .description(`regenerate ${COMPOSE_FILE} from workers.json`)
+    .action(() => {
+      const o = gridOptions(ctx);
+      const file = join(o.root, COMPOSE_FILE);
+      writeFileSync(file, generateCompose(loadEntries(o)));
+      o.say(`wrote ${file}`);
+    });
+
+  program
+    .command('reset')
+    .description('stop everything and remove state, logs, data and the generated Compose file')
+    .option('--docker', 'also `docker compose down -v` and remove the project’s images')
+    .action(async (f: { docker?: boolean }) => {
+      await reset(ctx, gridOptions(ctx), { docker: f.docker ?? false });
+    });
+
+  program
+    .command('man')
+    .description('the manual (also docs/taskgrid.1)')
+    .action(() => man(ctx));
+}
+
+/** `taskgrid --man` is `taskgrid man`, as in TaskGrid+. */
+export function rewriteManFlag(argv: readonly string[]): string[] {
+  const args = [...argv];
+  const i = args.indexOf('--man');
+  if (i >= 2) args.splice(i, 1, 'man');
+  return args;
+}
+
+/** For tests: the state directory's paths of the current configuration. */
+export function currentPaths(): ReturnType<typeof statePaths> {
+  return statePaths(loadConfig(process.env, {}, { projectRoot: findProjectRoot() }).home);
 }

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { generateCompose } from '../compose/generate.ts';
 import { formatHostPort, statePaths, type Config } from '../config/env.ts';
 import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
+import { removeStateFile, writeState, type GridState } from './control.ts';
 import { Supervisor, type ComponentSpec } from './supervisor.ts';
 
 export interface LocalGridOptions {
@@ -84,18 +85,51 @@ export function buildGrid(o: Pick<LocalGridOptions, 'root' | 'workersFile' | 'ty
   return entries;
 }
 
-/** Runs the grid in the foreground until SIGINT or SIGTERM; resolves with the exit code. */
-export async function runGrid(o: LocalGridOptions, entries: readonly WorkerTypeEntry[]): Promise<number> {
+/** Tells a person where the grid is and how to send it a task. */
+export function gridBanner(o: LocalGridOptions, specs: ComponentSpec[], how: { detached: boolean }): void {
+  const ns = o.config.nameservices[0]!;
   const paths = statePaths(o.config.home);
-  const supervisor = new Supervisor({
+  o.say('');
+  o.say(
+    `TaskGrid is up: nameservice udp/${formatHostPort(ns)}, dispatcher udp/${o.config.bind}:${o.config.dispatcherPort}, ${specs.length - 2} worker processes.`,
+  );
+  o.say('Send a task' + (how.detached ? ':' : ' from another terminal:'));
+  o.say('  npx taskgrid send reverse Hello --wait');
+  o.say('Dashboard: not part of this build yet (the monitoring service comes next); use `npx taskgrid stats` and `npx taskgrid workers`.');
+  o.say(
+    how.detached
+      ? `Logs: ${paths.logs} (npx taskgrid logs <component>)   Status: npx taskgrid status   Stop: npx taskgrid stop`
+      : `Logs: ${paths.logs}   Stop: Ctrl-C`,
+  );
+  o.say('');
+}
+
+/** Runs the grid in the foreground until SIGINT or SIGTERM; resolves with the exit code. */
+export async function runGrid(
+  o: LocalGridOptions,
+  entries: readonly WorkerTypeEntry[],
+  how: { banner: boolean } = { banner: true },
+): Promise<number> {
+  const paths = statePaths(o.config.home);
+  const specs = gridComponents(entries);
+  const state: GridState = { supervisorPid: process.pid, startedAt: Date.now(), ready: false, components: {} };
+  const save = () => {
+    const pids = supervisor.pids();
+    const restarts = supervisor.restarts();
+    for (const spec of specs) {
+      state.components[spec.name] = { pid: pids[spec.name], restarts: restarts[spec.name] ?? 0, args: spec.args };
+    }
+    writeState(paths, state);
+  };
+  const supervisor: Supervisor = new Supervisor({
     command: [process.execPath, join(o.root, 'bin/taskgrid.js')],
     cwd: o.root,
     env: process.env,
     logDir: paths.logs,
     format: formatLogLine,
+    onChange: () => save(),
     ...(o.write ? { write: o.write } : {}),
   });
-  const specs = gridComponents(entries);
   let stopping = false;
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string) => {
@@ -103,6 +137,7 @@ export async function runGrid(o: LocalGridOptions, entries: readonly WorkerTypeE
       stopping = true;
       o.say(`${signal}: stopping the grid…`);
       void supervisor.stop().then(() => {
+        removeStateFile(paths);
         o.say('grid stopped');
         resolve(0);
       });
@@ -117,16 +152,11 @@ export async function runGrid(o: LocalGridOptions, entries: readonly WorkerTypeE
   } catch (err) {
     o.say(`the grid could not start: ${err instanceof Error ? err.message : String(err)}`);
     await supervisor.stop();
+    removeStateFile(paths);
     return 1;
   }
-  const ns = o.config.nameservices[0]!;
-  const workers = specs.length - 2;
-  o.say('');
-  o.say(`TaskGrid is up: nameservice udp/${formatHostPort(ns)}, dispatcher udp/${o.config.bind}:${o.config.dispatcherPort}, ${workers} worker processes.`);
-  o.say('Send a task from another terminal:');
-  o.say('  npx taskgrid send reverse Hello --wait');
-  o.say('Dashboard: not part of this build yet (the monitoring service comes next); use `npx taskgrid stats` and `npx taskgrid workers`.');
-  o.say(`Logs: ${paths.logs}   Stop: Ctrl-C`);
-  o.say('');
+  state.ready = true;
+  save();
+  if (how.banner) gridBanner(o, specs, { detached: false });
   return stopped;
 }

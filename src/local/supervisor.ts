@@ -33,6 +33,8 @@ export interface SupervisorOptions {
   logDir?: string | undefined;
   /** Turns a component's raw line (pino JSON) into what the terminal shows. */
   format?: (line: string) => string;
+  /** Called when a component starts, restarts or stops (to persist pids and restart counts). */
+  onChange?: () => void;
   /** First restart delay; doubles per quick death up to the maximum. */
   restartDelayMs?: number;
   maxRestartDelayMs?: number;
@@ -78,6 +80,7 @@ export class Supervisor {
       cwd: options.cwd,
       logDir: options.logDir,
       format: options.format ?? ((line) => line),
+      onChange: options.onChange ?? (() => {}),
     };
     if (this.#o.logDir) mkdirSync(this.#o.logDir, { recursive: true });
   }
@@ -131,6 +134,7 @@ export class Supervisor {
     });
     r.proc = proc;
     r.startedAt = Date.now();
+    this.#o.onChange();
     const onLine = (line: string) => {
       if (!r.ready && line.includes('"msg":"ready"')) {
         r.ready = true;
@@ -146,6 +150,7 @@ export class Supervisor {
     proc.on('error', (err) => this.#o.write(`${this.#prefix(r.spec.name)} failed to start: ${err.message}`));
     proc.on('exit', (code, signal) => {
       r.proc = undefined;
+      this.#o.onChange();
       if (this.#stopping) return;
       if (!r.ready) {
         const why = r.lastLines.map((l) => this.#o.format(l)).join('\n  ');

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -97,4 +97,90 @@ test('the local grid runs replicas from workers.json, serves tasks and stops eve
     for (const pid of children) if (alive(pid)) process.kill(pid, 'SIGKILL');
     rmSync(home, { recursive: true, force: true });
   }
+});
+
+function cliIn(env: NodeJS.ProcessEnv, args: string[]) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('a detached grid answers status, restarts a killed worker, and stop and reset leave nothing behind', { timeout: 180_000 }, async () => {
+  const home = mkdtempSync(join(tmpdir(), 'taskgrid-detached-'));
+  const env = {
+    ...process.env,
+    TASKGRID_HOME: home,
+    TASKGRID_NAMESERVICE_PORT: String(await freeUdpPort()),
+    TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
+  };
+  const stateFile = join(home, 'run', 'grid.json');
+  let pids: number[] = [];
+  try {
+    const up = await cliIn(env, ['run', '-d']);
+    assert.equal(up.code, 0, up.stdout + up.stderr);
+    assert.match(up.stdout, /TaskGrid is up/);
+    assert.match(up.stdout, /npx taskgrid send reverse Hello --wait/);
+    const state = JSON.parse(readFileSync(stateFile, 'utf8')) as {
+      supervisorPid: number;
+      components: Record<string, { pid: number; restarts: number }>;
+    };
+    pids = [state.supervisorPid, ...Object.values(state.components).map((c) => c.pid)];
+
+    const status = await cliIn(env, ['status', '--json']);
+    assert.equal(status.code, 0, status.stdout);
+    const report = JSON.parse(status.stdout) as { healthy: boolean; components: { name: string; ok: boolean }[] };
+    assert.equal(report.healthy, true);
+    assert.deepEqual(
+      report.components.map((c) => c.name).sort(),
+      ['dispatcher', 'nameservice', 'worker-hash', 'worker-reverse', 'worker-sum', 'worker-upper', 'worker-wait'],
+    );
+
+    const sent = await cliIn(env, ['send', 'reverse', 'Hello', '--wait']);
+    assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
+
+    process.kill(state.components['worker-reverse']!.pid, 'SIGKILL');
+    let restarted = false;
+    for (let i = 0; i < 120 && !restarted; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const s = await cliIn(env, ['status', '--json']);
+      const r = JSON.parse(s.stdout) as { healthy: boolean; components: { name: string; restarts: number; pid: number }[] };
+      const w = r.components.find((c) => c.name === 'worker-reverse');
+      restarted = r.healthy && w?.restarts === 1;
+      if (w?.pid) pids.push(w.pid);
+    }
+    assert.ok(restarted, 'status shows the worker restarted once and healthy');
+    const again = await cliIn(env, ['run', 'reverse', 'abc']);
+    assert.equal(again.stdout.trim(), 'cba');
+
+    const stop = await cliIn(env, ['stop']);
+    assert.equal(stop.code, 0);
+    for (const pid of pids) assert.equal(alive(pid), false, `process ${pid} stopped`);
+    const reset = await cliIn(env, ['reset']);
+    assert.equal(reset.code, 0);
+    assert.match(reset.stdout, /removed .*data/);
+    assert.equal(existsSync(home), false, 'no state left');
+  } finally {
+    for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('docker mode without a Docker engine says so in one line and exits non-zero', async () => {
+  const r = await cliIn({ ...process.env, PATH: '/nonexistent' }, ['run', '--docker']);
+  assert.notEqual(r.code, 0);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, /TG_ERR_UNREACHABLE: Docker mode needs a running Docker engine/);
+});
+
+test('--man and man print the manual', async () => {
+  const a = await cliIn(process.env, ['--man']);
+  assert.equal(a.code, 0);
+  assert.match(a.stdout, /taskgrid - run and use a TaskGrid distributed task grid/);
+  assert.match(a.stdout, /EXIT STATUS/);
 });

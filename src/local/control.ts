@@ -1,0 +1,251 @@
+/**
+ * Control of a local grid that runs in the background: the supervisor's state file
+ * (`run/grid.json`: its pid, each component's pid and restarts), starting detached and waiting
+ * for health, status over the protocol, stop, reset, logs.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { TaskGridClient } from '../client/index.ts';
+import { statePaths, type Config, type StatePaths } from '../config/env.ts';
+import { ErrorCode, TaskGridError } from '../errors.ts';
+
+export interface GridState {
+  supervisorPid: number;
+  startedAt: number;
+  /** True once every component printed its ready line. */
+  ready: boolean;
+  components: Record<string, { pid: number | undefined; restarts: number; args: string[] }>;
+}
+
+export function stateFile(paths: StatePaths): string {
+  return join(paths.run, 'grid.json');
+}
+
+export function writeState(paths: StatePaths, state: GridState): void {
+  mkdirSync(paths.run, { recursive: true });
+  writeFileSync(stateFile(paths), JSON.stringify(state, null, 2));
+}
+
+export function removeStateFile(paths: StatePaths): void {
+  rmSync(stateFile(paths), { force: true });
+}
+
+export function readState(paths: StatePaths): GridState | undefined {
+  try {
+    return JSON.parse(readFileSync(stateFile(paths), 'utf8')) as GridState;
+  } catch {
+    return undefined;
+  }
+}
+
+export function isAlive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when `pid` is a live process running the taskgrid CLI (never signal anything else). */
+function isTaskgrid(pid: number | undefined): pid is number {
+  if (!isAlive(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('taskgrid');
+  } catch {
+    return true; // no /proc: trust the state file
+  }
+}
+
+/** The supervisor of a grid running from this state directory, if any. */
+export function runningGrid(paths: StatePaths): GridState | undefined {
+  const s = readState(paths);
+  return s && isTaskgrid(s.supervisorPid) ? s : undefined;
+}
+
+export interface DetachOptions {
+  root: string;
+  config: Config;
+  /** Arguments that make the CLI supervise in the foreground, e.g. ['run', '--supervise']. */
+  args: string[];
+  say: (line: string) => void;
+  timeoutMs?: number;
+}
+
+/**
+ * Starts the supervisor in the background (its output to logs/grid.log) and returns once every
+ * component printed its ready line and the nameservice and dispatcher answer a ping.
+ */
+export async function startDetached(o: DetachOptions): Promise<GridState> {
+  const paths = statePaths(o.config.home);
+  const running = runningGrid(paths);
+  if (running) {
+    throw new TaskGridError(
+      ErrorCode.BAD_ARGUMENT,
+      `a grid is already running from ${paths.home} (supervisor pid ${running.supervisorPid}); run \`taskgrid stop\` first`,
+    );
+  }
+  rmSync(stateFile(paths), { force: true });
+  mkdirSync(paths.logs, { recursive: true });
+  const logPath = join(paths.logs, 'grid.log');
+  const fd = openSync(logPath, 'a');
+  const child = spawn(process.execPath, [join(o.root, 'bin/taskgrid.js'), ...o.args], {
+    cwd: o.root,
+    env: process.env,
+    detached: true,
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  child.unref();
+  const deadline = Date.now() + (o.timeoutMs ?? 120_000);
+  for (;;) {
+    const s = readState(paths);
+    if (s?.ready) break;
+    if (!isAlive(child.pid) || Date.now() > deadline) {
+      const tail = readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-15).join('\n  ');
+      if (isAlive(child.pid)) process.kill(child.pid!, 'SIGTERM');
+      throw new TaskGridError(ErrorCode.UNREACHABLE, `the grid did not become ready; the end of ${logPath}:\n  ${tail}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const health = await gridHealth(o.config, paths);
+  const sick = health.filter((h) => !h.ok);
+  if (sick.length > 0) {
+    throw new TaskGridError(
+      ErrorCode.UNREACHABLE,
+      `started, but not healthy: ${sick.map((h) => `${h.name} (${h.detail})`).join(', ')}; see \`taskgrid status\``,
+    );
+  }
+  return readState(paths)!;
+}
+
+export interface ComponentHealth {
+  name: string;
+  pid: number | undefined;
+  restarts: number;
+  ok: boolean;
+  detail: string;
+}
+
+/**
+ * Asks each component over the protocol: the nameservice and dispatcher answer `ping`, each
+ * worker the supervisor started is registered and answers `ping` at its address.
+ */
+export async function gridHealth(config: Config, paths: StatePaths): Promise<ComponentHealth[]> {
+  const state = readState(paths);
+  const client = await TaskGridClient.connect({
+    nameservers: [...config.nameservices],
+    ...(config.secret ? { secret: config.secret } : {}),
+  });
+  const out: ComponentHealth[] = [];
+  const base = (name: string) => ({
+    name,
+    pid: state?.components[name]?.pid,
+    restarts: state?.components[name]?.restarts ?? 0,
+  });
+  try {
+    const ping = async (name: string, address: { host: string; port: number } | undefined) => {
+      try {
+        const p = await client.ping(address);
+        out.push({ ...base(name), ok: true, detail: `${p.component} ${p.version}, up ${Math.round(p.uptimeMs / 1000)} s` });
+      } catch (err) {
+        out.push({ ...base(name), ok: false, detail: err instanceof TaskGridError ? err.code : String(err) });
+      }
+    };
+    await ping('nameservice', config.nameservices[0]);
+    let instances: Awaited<ReturnType<TaskGridClient['workers']>> = [];
+    try {
+      instances = await client.workers();
+    } catch {
+      // reported through the nameservice's own line
+    }
+    const dispatcher = instances.find((i) => i.role === 'dispatcher');
+    await ping('dispatcher', dispatcher?.address);
+    const workerNames = Object.keys(state?.components ?? {}).filter((n) => n.startsWith('worker-'));
+    const byPid = new Map(instances.filter((i) => i.role === 'worker').map((i) => [Number(i.meta.pid), i]));
+    for (const name of workerNames) {
+      const inst = byPid.get(state!.components[name]!.pid ?? -1);
+      if (!inst) out.push({ ...base(name), ok: false, detail: 'not registered with the nameservice' });
+      else await ping(name, inst.address);
+    }
+  } finally {
+    await client.close();
+  }
+  return out;
+}
+
+/** Stops the grid running from this state directory; returns the pids that were stopped. */
+export async function stopGrid(paths: StatePaths, graceMs = 30_000): Promise<number[]> {
+  const state = readState(paths);
+  if (!state) return [];
+  const pids = [state.supervisorPid, ...Object.values(state.components).map((c) => c.pid)].filter(isTaskgrid);
+  if (isTaskgrid(state.supervisorPid)) {
+    process.kill(state.supervisorPid, 'SIGTERM');
+    const until = Date.now() + graceMs;
+    while (isAlive(state.supervisorPid) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  }
+  // A supervisor that died (or would not stop) may leave components behind.
+  for (const pid of pids) if (isTaskgrid(pid)) process.kill(pid, 'SIGKILL');
+  rmSync(stateFile(paths), { force: true });
+  return pids;
+}
+
+/** Removes the state directory's data, logs and run folders; returns what it removed. */
+export function removeState(paths: StatePaths): string[] {
+  const removed: string[] = [];
+  for (const dir of [paths.data, paths.logs, paths.run]) {
+    if (existsSync(dir)) {
+      rmSync(dir, { recursive: true, force: true });
+      removed.push(dir);
+    }
+  }
+  if (existsSync(paths.home) && readdirSync(paths.home).length === 0) {
+    rmSync(paths.home, { recursive: true, force: true });
+    removed.push(paths.home);
+  }
+  return removed;
+}
+
+/** Names of the components that have a log file. */
+export function logComponents(paths: StatePaths): string[] {
+  if (!existsSync(paths.logs)) return [];
+  return readdirSync(paths.logs)
+    .filter((f) => f.endsWith('.log'))
+    .map((f) => f.slice(0, -4))
+    .sort();
+}
+
+/** The last `lines` lines of a component's log; with `follow`, keeps printing what is appended. */
+export async function tailLog(
+  paths: StatePaths,
+  component: string,
+  o: { lines: number; follow: boolean; write: (s: string) => void; signal?: AbortSignal },
+): Promise<void> {
+  const file = paths.logFile(component);
+  if (!existsSync(file)) {
+    throw new TaskGridError(
+      ErrorCode.NOT_FOUND,
+      `no log for "${component}" in ${paths.logs} (components with logs: ${logComponents(paths).join(', ') || 'none'})`,
+    );
+  }
+  const text = readFileSync(file, 'utf8');
+  o.write(text.split('\n').slice(-o.lines - 1).join('\n'));
+  if (!o.follow) return;
+  let offset = statSync(file).size;
+  while (!o.signal?.aborted) {
+    await new Promise((r) => setTimeout(r, 250));
+    const size = statSync(file).size;
+    if (size < offset) offset = 0; // truncated or replaced
+    if (size > offset) {
+      const fd = openSync(file, 'r');
+      const buf = Buffer.alloc(size - offset);
+      const { readSync } = await import('node:fs');
+      readSync(fd, buf, 0, buf.length, offset);
+      closeSync(fd);
+      offset = size;
+      o.write(buf.toString('utf8'));
+    }
+  }
+}
