@@ -20,7 +20,7 @@ import {
   RUN_WITH_GRID_DESCRIPTION,
 } from './client-commands.ts';
 import { registerComponentCommands } from './components.ts';
-import { registerGridCommands } from './grid-commands.ts';
+import { registerGridCommands, rewriteManFlag } from './grid-commands.ts';
 import { EXIT_CODE_HELP, ExitCode, Output, processIo, type CliIo } from './output.ts';
 
 /**
@@ -69,7 +69,7 @@ export const COMMAND_REGISTRARS: readonly CommandRegistrar[] = [
   registerClientCommands,
   registerComponentCommands,
   registerGridCommands,
-  // Still to come here: monitoring, build, stop/status/logs, regen-compose, reset, man.
+  // Still to come here: monitoring.
   // The grid's `run` without arguments plugs into the client's `run` with installGridRun().
 ];
 
@@ -177,7 +177,7 @@ export async function main(
   const ctx = createContext(options);
   const program = buildProgram(ctx, options.registrars);
   try {
-    await program.parseAsync([...argv]);
+    await program.parseAsync(rewriteManFlag(argv));
     return ctx.exitCode;
   } catch (err) {
     const end = argv.indexOf('--');
