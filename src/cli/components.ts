@@ -11,6 +11,7 @@ import { Dispatcher } from '../dispatcher/dispatcher.ts';
 import { SqliteTaskStore } from '../dispatcher/store/sqlite.ts';
 import { ConfigError } from '../errors.ts';
 import { createLogger, type Logger } from '../log.ts';
+import { LegacyDispatcher, LegacyNameservice, legacyPolicy } from '../legacy/index.ts';
 import { Directory } from '../nameservice/directory.ts';
 import { Nameservice } from '../nameservice/nameservice.ts';
 import { Registration } from '../nameservice/registration.ts';
@@ -56,12 +57,20 @@ export function announceReady(ctx: ComponentContext, fields: Record<string, unkn
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
-function warnIfUnsigned(ctx: ComponentContext): void {
+/** Warns loudly when the grid runs without a cluster secret. */
+export function warnIfUnsigned(ctx: ComponentContext): void {
   if (!ctx.config.secret) {
     ctx.logger.warn(
       'TASKGRID_SECRET is not set: datagrams are NOT authenticated; anyone who can reach this port can submit, register or forge results',
     );
   }
+}
+
+/** Whether this component serves TaskGrid+ messages; says so in the log when a secret is set. */
+function legacyServed(ctx: ComponentContext): boolean {
+  const policy = legacyPolicy(ctx.config);
+  if (policy.log) ctx.logger[policy.log.level](policy.log.message);
+  return policy.serve;
 }
 
 async function bind(ctx: ComponentContext, port: number): Promise<Endpoint> {
@@ -70,6 +79,7 @@ async function bind(ctx: ComponentContext, port: number): Promise<Endpoint> {
     host: c.bind,
     port,
     secret: c.secret,
+    allowUnsignedRaw: legacyPolicy(c).allowUnsigned,
     datagramBudget: c.datagramBudget,
     maxMessageBytes: c.maxMessageBytes,
     onHandlerError: (err, info) => ctx.logger.error({ err, kind: info.kind }, 'handler failed'),
@@ -77,7 +87,7 @@ async function bind(ctx: ComponentContext, port: number): Promise<Endpoint> {
 }
 
 /** Stops `stop` once on SIGTERM or SIGINT, then exits. */
-function onSignals(ctx: ComponentContext, stop: () => Promise<void>): void {
+export function onSignals(ctx: ComponentContext, stop: () => Promise<void>): void {
   let stopping = false;
   const handler = (signal: string) => {
     if (stopping) return;
@@ -99,17 +109,48 @@ export async function runNameservice(ctx: ComponentContext): Promise<void> {
   warnIfUnsigned(ctx);
   const transport = await bind(ctx, ctx.config.nameservicePort);
   const ns = new Nameservice({ transport, logger: ctx.logger, version: VERSION });
+  const legacy = legacyServed(ctx) ? new LegacyNameservice({ transport, registry: ns, logger: ctx.logger }) : undefined;
+  legacy?.start();
   announceReady(ctx, { address: transport.address });
   onSignals(ctx, async () => {
+    legacy?.close();
     ns.close();
     await transport.close();
   });
+}
+
+/** An optional positive integer from the environment; a bad value is refused naming it. */
+function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max: number): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const n = /^\d{1,15}$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw.slice(0, 40))} is not an integer ${min}-${max}`);
+  }
+  return n;
+}
+
+/** Dispatcher settings that only the dispatcher reads: retention of finished tasks, queue bound. */
+export function dispatcherEnv(env: NodeJS.ProcessEnv): {
+  keepFinishedMs?: number;
+  keepFinishedMax?: number;
+  maxQueuedPerType?: number;
+} {
+  const keepFinishedMs = envInt(env, 'TASKGRID_KEEP_FINISHED_MS', 1_000, 10 * 365 * 86_400_000);
+  const keepFinishedMax = envInt(env, 'TASKGRID_KEEP_FINISHED_MAX', 1, 1_000_000_000);
+  const maxQueuedPerType = envInt(env, 'TASKGRID_MAX_QUEUED', 1, 1_000_000_000);
+  return {
+    ...(keepFinishedMs !== undefined ? { keepFinishedMs } : {}),
+    ...(keepFinishedMax !== undefined ? { keepFinishedMax } : {}),
+    ...(maxQueuedPerType !== undefined ? { maxQueuedPerType } : {}),
+  };
 }
 
 export async function runDispatcher(ctx: ComponentContext): Promise<void> {
   warnIfUnsigned(ctx);
   const c = ctx.config;
   const entries = activeTypes(loadWorkersFile(ctx.workersFile, { typesDir: ctx.typesDir }));
+  const tuning = dispatcherEnv(process.env);
   const store = new SqliteTaskStore({ path: join(statePaths(c.home).data, 'dispatcher.db') });
   const transport = await bind(ctx, c.dispatcherPort);
   const advertise = { host: advertiseHost(c, { hostname: hostname() }), port: transport.address.port };
@@ -119,13 +160,16 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
     self: advertise,
     logger: ctx.logger,
   });
+  const legacy = legacyServed(ctx) ? new LegacyDispatcher({ transport, store, directory, logger: ctx.logger }) : undefined;
   const dispatcher = new Dispatcher({
     transport,
     store,
     directory,
+    ...(legacy ? { legacy } : {}),
     types: new Map(entries.map((e) => [e.name, { timeoutMs: e.timeoutMs, maxAttempts: e.maxAttempts }])),
     logger: ctx.logger,
     version: VERSION,
+    ...tuning,
     ...(c.taskTimeoutMs !== undefined ? { taskTimeoutMs: c.taskTimeoutMs } : {}),
     ...(c.maxAttempts !== undefined ? { maxAttempts: c.maxAttempts } : {}),
   });
@@ -140,9 +184,11 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
   // submits meanwhile, and dispatches once workers are known.
   await directory.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
   await dispatcher.start();
+  legacy?.start(dispatcher);
   registration.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
   announceReady(ctx, { address: transport.address, advertise, store: join(statePaths(c.home).data, 'dispatcher.db') });
   onSignals(ctx, async () => {
+    legacy?.close();
     await registration.stop();
     await dispatcher.close();
     directory.close();
