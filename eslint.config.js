@@ -31,4 +31,20 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    // The monitoring dashboard runs in browsers, and shows grid data as text only.
+    files: ['src/monitoring/dashboard/**/*.js'],
+    languageOptions: { globals: { ...globals.browser } },
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        ...['innerHTML', 'outerHTML'].map((property) => ({
+          property,
+          message: 'Use textContent: grid data is never HTML.',
+        })),
+        { property: 'insertAdjacentHTML', message: 'Use textContent: grid data is never HTML.' },
+        { object: 'document', property: 'write', message: 'Build nodes with textContent.' },
+      ],
+    },
+  },
 );

@@ -21,6 +21,7 @@ import {
 } from './client-commands.ts';
 import { registerComponentCommands } from './components.ts';
 import { registerGridCommands, rewriteManFlag } from './grid-commands.ts';
+import { registerMonitoringCommands } from '../monitoring/service.ts';
 import { EXIT_CODE_HELP, ExitCode, Output, processIo, type CliIo } from './output.ts';
 
 /**
@@ -69,7 +70,7 @@ export const COMMAND_REGISTRARS: readonly CommandRegistrar[] = [
   registerClientCommands,
   registerComponentCommands,
   registerGridCommands,
-  // Still to come here: monitoring.
+  registerMonitoringCommands,
   // The grid's `run` without arguments plugs into the client's `run` with installGridRun().
 ];
 

@@ -1,0 +1,112 @@
+/**
+ * `/metrics`: Prometheus text that `promtool check metrics` accepts, with the grid's queue
+ * depths, counters, histograms per type and per worker, the dispatcher's transport counters and
+ * monitoring's own, on a registry of each service's own.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { MonitoringMetrics } from '../../src/monitoring/metrics.ts';
+import { FakeGrid, ManualClock } from './fake-grid.ts';
+import { makeApp } from './helpers.ts';
+import { promtoolCheck } from './tools.ts';
+
+/** An app whose grid ran a few tasks through two polls, with process metrics on. */
+async function busyApp() {
+  const clock = new ManualClock();
+  const grid = new FakeGrid(clock);
+  const metrics = new MonitoringMetrics({
+    maxWorkerSeries: 100,
+    processMetrics: true,
+    transportCounters: () => grid.transportCounters(),
+  });
+  const parts = makeApp({ grid, clock, metrics });
+  grid.addWorker('worker-reverse-1', ['reverse'], 6001);
+  grid.addWorker('worker-sum-1', ['sum'], 6002);
+  // Polled by hand: a started watcher would also poll on the manual clock's timers.
+  await parts.watcher.pollOnce();
+  const a = grid.put({ type: 'reverse', payload: 'Hello' });
+  const b = grid.put({ type: 'sum', payload: 'x' });
+  grid.put({ type: 'sum', payload: '1,2' });
+  grid.start(a.id, 'worker-reverse-1');
+  grid.start(b.id, 'worker-sum-1');
+  await parts.watcher.pollOnce();
+  clock.advance(250);
+  grid.finish(a.id, 'olleH');
+  grid.fail(b.id, { code: 'TG_ERR_BAD_PAYLOAD', message: 'not a number: x' }, false);
+  await parts.watcher.pollOnce();
+  await parts.app.request('/api/stats');
+  await parts.app.request('/api/tasks/999');
+  return parts;
+}
+
+describe('metrics', () => {
+  test('/metrics passes promtool check metrics', async () => {
+    const { app, watcher } = await busyApp();
+    const res = await app.request('/metrics');
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    const { code, output } = await promtoolCheck(text);
+    assert.equal(code, 0, `promtool check metrics:\n${output}`);
+    await watcher.close();
+  });
+
+  test('/metrics has queue depths, counters and histograms per type and worker, and transport counters', async () => {
+    const { app, watcher } = await busyApp();
+    const text = await (await app.request('/metrics')).text();
+    const expect = [
+      'taskgrid_up{component="dispatcher"} 1',
+      'taskgrid_queue_depth{type="sum"} 1',
+      'taskgrid_tasks{type="reverse",status="succeeded"} 1',
+      'taskgrid_tasks_finished_total{type="reverse",status="succeeded"} 1',
+      'taskgrid_tasks_finished_total{type="sum",status="failed"} 1',
+      'taskgrid_task_run_duration_seconds_count{type="reverse",worker="worker-reverse-1"} 1',
+      'taskgrid_task_run_duration_seconds_sum{type="reverse",worker="worker-reverse-1"} 0.25',
+      'taskgrid_task_queue_wait_duration_seconds_count{type="sum"} 1',
+      'taskgrid_worker_attempts_total{worker="worker-reverse-1",outcome="completed"} 1',
+      'taskgrid_worker_capacity{worker="worker-sum-1"} 4',
+      'taskgrid_worker_instances{type="reverse"} 1',
+      'taskgrid_dispatcher_transport_datagrams_in_total 42',
+      'taskgrid_dispatcher_transport_bytes_in_total 4200',
+      'taskgrid_monitoring_transport_requests_sent_total 7',
+      'taskgrid_monitoring_http_requests_total{method="GET",route="/api/tasks/:id",status="404"} 1',
+      'taskgrid_monitoring_polls_total{result="ok"} 3',
+    ];
+    for (const line of expect) assert.ok(text.split('\n').includes(line), `missing: ${line}`);
+    assert.match(text, /^taskgrid_monitoring_process_resident_memory_bytes \d+/m);
+    await watcher.close();
+  });
+
+  test('finished counters never go back when the dispatcher prunes or restarts', async () => {
+    const clock = new ManualClock();
+    const grid = new FakeGrid(clock);
+    const { app, watcher } = makeApp({ grid, clock });
+    const ids = [1, 2, 3].map(() => grid.put({ type: 'hash' }).id);
+    for (const id of ids) grid.finish(id, 'd');
+    await watcher.pollOnce();
+    for (const id of ids) grid.tasksById.delete(id); // pruned, or a new store
+    await watcher.pollOnce();
+    grid.finish(grid.put({ type: 'hash' }).id, 'd');
+    await watcher.pollOnce();
+    const text = await (await app.request('/metrics')).text();
+    assert.ok(
+      text.includes('taskgrid_tasks_finished_total{type="hash",status="succeeded"} 4'),
+      text.slice(0, 3000),
+    );
+    assert.ok(text.includes('taskgrid_tasks{type="hash",status="succeeded"} 1'));
+  });
+
+  test('two services keep their metrics apart: no global registry', async () => {
+    const one = makeApp();
+    const two = makeApp();
+    await one.app.request('/api/stats');
+    await one.app.request('/api/stats');
+    await two.app.request('/api/stats');
+    const count = (text: string) =>
+      /taskgrid_monitoring_http_requests_total\{method="GET",route="\/api\/stats",status="200"\} (\d+)/.exec(
+        text,
+      )?.[1];
+    assert.equal(count(await (await one.app.request('/metrics')).text()), '2');
+    assert.equal(count(await (await two.app.request('/metrics')).text()), '1');
+  });
+});
