@@ -21,6 +21,8 @@ import type {
   WorkerStats,
 } from '../protocol/messages.ts';
 import type { PeerAddress, RequestContext, Transport } from '../transport/types.ts';
+import type { LegacyTaskSender } from '../legacy/dispatcher-adapter.ts';
+import { isLegacyInstance } from '../legacy/wire.ts';
 import { TimingStats } from './stats.ts';
 import type { SubmitResult, TaskStore, TransitionResult } from './store/store.ts';
 
@@ -85,6 +87,11 @@ export interface DispatcherOptions {
   requestTimeoutMs?: number;
   maxWatched?: number;
   version?: string;
+  /**
+   * Sends tasks to TaskGrid+ workers (src/legacy), which do not read v1 `task` requests.
+   * Without it, TaskGrid+ workers in the directory are not used.
+   */
+  legacy?: LegacyTaskSender;
 }
 
 interface WorkerState {
@@ -99,7 +106,9 @@ interface Waiter {
   done: () => void;
 }
 
-type Settings = Required<Omit<DispatcherOptions, 'transport' | 'store' | 'directory' | 'types' | 'logger' | 'now' | 'id'>>;
+type Settings = Required<
+  Omit<DispatcherOptions, 'transport' | 'store' | 'directory' | 'types' | 'logger' | 'now' | 'id' | 'legacy'>
+>;
 
 export class Dispatcher {
   readonly #t: Transport;
@@ -110,6 +119,7 @@ export class Dispatcher {
   readonly #o: Settings;
   readonly #typeSettings: ReadonlyMap<string, TypeSettings>;
   readonly #id: string;
+  readonly #legacy: LegacyTaskSender | undefined;
   readonly #started = Date.now();
   /** Types accepted by submit: workers.json, ever registered, ever stored. */
   readonly #knownTypes = new Set<string>();
@@ -148,6 +158,7 @@ export class Dispatcher {
     this.#now = options.now ?? Date.now;
     this.#id = options.id ?? `dispatcher-${process.pid}`;
     this.#typeSettings = options.types ?? new Map();
+    this.#legacy = options.legacy;
     const d = DISPATCHER_DEFAULTS;
     this.#o = {
       taskTimeoutMs: options.taskTimeoutMs ?? d.taskTimeoutMs,
@@ -188,6 +199,16 @@ export class Dispatcher {
     this.#pruneTimer.unref();
     this.#kick();
     this.#log.info({ knownTypes: [...this.#knownTypes] }, 'dispatcher started');
+  }
+
+  /** Submits tasks as a `submit` request does, for in-process adapters (src/legacy), which validated them. */
+  async submitTasks(tasks: TaskSpec[]): Promise<ReplyBody<'submit'>['results']> {
+    return (await this.#onSubmit({ tasks }, undefined)).results;
+  }
+
+  /** Records attempt outcomes as a `result` request does, for in-process adapters (src/legacy). */
+  recordOutcomes(outcomes: TaskOutcome[]): Promise<{ recorded: number }> {
+    return this.#onResult(outcomes);
   }
 
   close(): Promise<void> {
@@ -233,7 +254,7 @@ export class Dispatcher {
 
   // ---- submit -------------------------------------------------------------------------
 
-  async #onSubmit(body: ParsedRequest<'submit'>, ctx: RequestContext): Promise<ReplyBody<'submit'>> {
+  async #onSubmit(body: ParsedRequest<'submit'>, ctx: RequestContext | undefined): Promise<ReplyBody<'submit'>> {
     const results = new Array<ReplyBody<'submit'>['results'][number]>(body.tasks.length);
     const accepted: TaskSpec[] = [];
     const where: number[] = [];
@@ -268,7 +289,7 @@ export class Dispatcher {
         throw new BusyError(first?.error.message ?? 'queue full', this.#o.busyRetryAfterMs);
       }
       for (const spec of accepted) this.#maybeQueued.add(spec.type);
-      if (body.notify) {
+      if (body.notify && ctx) {
         const ids = results.flatMap((r) => ('id' in r ? [r.id] : []));
         this.#watch(ids, ctx.peer);
       }
@@ -373,6 +394,10 @@ export class Dispatcher {
   }
 
   #sendTasks(w: WorkerState, tasks: ParsedRequest<'task'>['tasks']): void {
+    if (isLegacyInstance(w.instance)) {
+      this.#legacy?.send(w.instance, tasks);
+      return;
+    }
     this.#t.request(w.instance.address, 'task', { tasks }, { timeoutMs: this.#o.requestTimeoutMs }).then(
       (reply) => {
         if (reply.rejected.length === 0) return;
@@ -574,6 +599,8 @@ export class Dispatcher {
 
   #upsertWorker(inst: Instance): void {
     if (inst.role !== 'worker') return;
+    // A TaskGrid+ worker reads TASK messages only: without a legacy sender it cannot be used.
+    if (isLegacyInstance(inst) && !this.#legacy) return;
     for (const t of inst.types) this.#knownTypes.add(t);
     const w = this.#workers.get(inst.id);
     if (w) w.instance = inst;

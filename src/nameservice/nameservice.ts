@@ -202,6 +202,47 @@ export class Nameservice {
     this.#log.info({ epoch: this.epoch }, 'nameservice closed');
   }
 
+  // ---- in-process registrations (the TaskGrid+ adapter, src/legacy) -----------------------
+
+  /**
+   * Registers an instance as `register` does, but in-process and under a lease of `ttlMs`
+   * that only {@link renewLocal} renews (TaskGrid+ workers have no lease ids). Returns its id.
+   */
+  registerLocal(body: ParsedRequest<'register'>, ttlMs: number): string {
+    this.#open();
+    return this.#register(body, this.#transport.address, ttlMs).id;
+  }
+
+  /** Renews an instance's lease for `ttlMs`; false when it is not registered (lapsed or removed). */
+  renewLocal(id: string, ttlMs: number): boolean {
+    this.#open();
+    const now = this.#clock.now();
+    if ((this.#byId.get(id)?.expiresAt ?? Infinity) <= now) this.#sweep();
+    const entry = this.#byId.get(id);
+    if (!entry) return false;
+    entry.expiresAt = now + ttlMs;
+    entry.instance.lastSeen = now;
+    return true;
+  }
+
+  /** Removes an instance, telling subscribers; false when it was not registered. */
+  deregisterLocal(id: string): boolean {
+    this.#open();
+    const entry = this.#byId.get(id);
+    if (!entry) return false;
+    this.#drop(entry);
+    return true;
+  }
+
+  /** Live instances (copies), as `lookup` answers them. */
+  instances(filter: { type?: string; role?: Role } = {}): Instance[] {
+    return this.#closed ? [] : this.#lookup(filter).instances;
+  }
+
+  #open(): void {
+    if (this.#closed) throw new TaskGridError(ErrorCode.CLOSED, 'the nameservice is shutting down');
+  }
+
   // ---- handlers --------------------------------------------------------------------------
 
   #install(): void {
@@ -229,7 +270,7 @@ export class Nameservice {
     return fn();
   }
 
-  #register(body: ParsedRequest<'register'>, peer: PeerAddress): ReplyBody<'register'> {
+  #register(body: ParsedRequest<'register'>, peer: PeerAddress, ttlMs = this.#o.leaseTtlMs): ReplyBody<'register'> {
     checkAddress(body.address, 'instance address');
     const types = [...new Set(body.types)];
     if (body.role === 'worker' && types.length === 0) {
@@ -275,7 +316,7 @@ export class Nameservice {
         lastSeen: now,
       },
       leaseId: randomUUID(),
-      expiresAt: now + this.#o.leaseTtlMs,
+      expiresAt: now + ttlMs,
     };
     this.#byId.set(id, entry);
     this.#byLease.set(entry.leaseId, entry);
@@ -285,7 +326,7 @@ export class Nameservice {
       'instance registered',
     );
     this.#announce([copyOf(entry.instance)], []);
-    return { leaseId: entry.leaseId, id, ttlMs: this.#o.leaseTtlMs, heartbeatMs: this.#o.heartbeatMs };
+    return { leaseId: entry.leaseId, id, ttlMs, heartbeatMs: this.#o.heartbeatMs };
   }
 
   #heartbeat(body: ParsedRequest<'heartbeat'>): ReplyBody<'heartbeat'> {
@@ -299,12 +340,15 @@ export class Nameservice {
   }
 
   #deregister(body: ParsedRequest<'deregister'>): ReplyBody<'deregister'> {
-    const entry = this.#liveLease(body.leaseId);
+    this.#drop(this.#liveLease(body.leaseId));
+    return {};
+  }
+
+  #drop(entry: Entry): void {
     this.#remove(entry);
     this.#stats.deregistered++;
     this.#log.info({ id: entry.instance.id }, 'instance deregistered');
     this.#announce([], [entry.instance.id]);
-    return {};
   }
 
   /** The entry of a lease that has not lapsed; a lapsed one is swept now, so that it is gone. */

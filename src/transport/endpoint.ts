@@ -619,7 +619,8 @@ export class Endpoint implements Transport {
       if (this.#rawHandler && (!this.#signer || this.#allowUnsignedRaw)) {
         this.#counters.rawIn++;
         try {
-          this.#rawHandler(data, from);
+          // The adapter says whether the datagram was well formed; bad legacy input counts as bad v1 input does.
+          if (this.#rawHandler(data, from) === false) this.#counters.malformed++;
         } catch (err) {
           this.#counters.handlerErrors++;
           this.#onHandlerError?.(err, { peer: from, kind: 'raw', id: 0 });

@@ -48,8 +48,12 @@ export type NotificationHandler<K extends NotificationKind> = (
   ctx: { peer: PeerAddress },
 ) => void;
 
-/** A datagram that is not a v1 frame (TaskGrid+ JSON), for the legacy adapter. */
-export type RawHandler = (data: Buffer, from: PeerAddress) => void;
+/**
+ * A datagram that is not a v1 frame (TaskGrid+ JSON), for the legacy adapter. Returning
+ * `false` says the datagram was malformed: the endpoint counts it in `malformed`, as it does
+ * bad v1 input.
+ */
+export type RawHandler = (data: Buffer, from: PeerAddress) => boolean | void;
 
 export interface RequestOptions {
   /** Milliseconds until the request fails with TG_ERR_TIMEOUT. */
