@@ -75,7 +75,12 @@ interface RunFlags {
 }
 
 /** Runs the grid as built: in the foreground, detached, or with Docker. */
-async function runBuilt(ctx: CliContext, o: LocalGridOptions, entries: WorkerTypeEntry[], f: RunFlags): Promise<number> {
+async function runBuilt(
+  ctx: CliContext,
+  o: LocalGridOptions,
+  entries: WorkerTypeEntry[],
+  f: RunFlags,
+): Promise<number> {
   if (f.docker) return docker(o, ['up', ...(f.detach ? ['-d'] : [])]);
   if (f.supervise) return runGrid(o, entries, { banner: false });
   if (f.detach) {
@@ -129,7 +134,10 @@ function man(ctx: CliContext): void {
   const file = join(findProjectRoot(), 'docs', 'taskgrid.1');
   // On a terminal, the real man viewer; otherwise (or without man) the page as text.
   if (process.stdout.isTTY && spawnSync('man', ['-l', file], { stdio: 'inherit' }).status === 0) return;
-  const r = spawnSync('man', ['-l', '-P', 'cat', file], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80' } });
+  const r = spawnSync('man', ['-l', '-P', 'cat', file], {
+    encoding: 'utf8',
+    env: { ...process.env, MANWIDTH: '80' },
+  });
   ctx.io.stdout.write(r.status === 0 && r.stdout ? r.stdout : readFileSync(file, 'utf8'));
 }
 
@@ -145,27 +153,33 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
   runOptions(
     program
       .command('build')
-      .description('compile, check workers.json, regenerate docker-compose.generated.yml, then start the grid')
+      .description(
+        'compile, check workers.json, regenerate docker-compose.generated.yml, then start the grid',
+      )
       .option('--reset', 'stop and remove all state first (as `taskgrid reset`)')
       .option('--no-cache', 'rebuild from scratch (remove dist/; with --docker, no image cache)'),
   ).action(buildAction);
   runOptions(
     program
       .command('start')
-      .description('build and run the whole grid (what `npm start` runs); in the foreground unless -d; Ctrl-C stops it'),
+      .description(
+        'build and run the whole grid (what `npm start` runs); in the foreground unless -d; Ctrl-C stops it',
+      ),
   ).action(buildAction);
 
-  installGridRun(ctx, {
-    configure: (cmd) => {
-      runOptions(cmd);
-      // Internal: the detached supervisor's own command line.
-      cmd.option('--supervise', 'run as the background supervisor (used by -d)');
-    },
-    action: async (opts) => {
-      const o = gridOptions(ctx);
-      return runBuilt(ctx, o, loadEntries(o), opts);
-    },
-  });
+  // A caller (a test) may have supplied its own grid `run`; it wins.
+  if (!ctx.gridRun)
+    installGridRun(ctx, {
+      configure: (cmd) => {
+        runOptions(cmd);
+        // Internal: the detached supervisor's own command line.
+        cmd.option('--supervise', 'run as the background supervisor (used by -d)');
+      },
+      action: async (opts) => {
+        const o = gridOptions(ctx);
+        return runBuilt(ctx, o, loadEntries(o), opts);
+      },
+    });
 
   program
     .command('stop')
@@ -179,12 +193,16 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
         return;
       }
       const stopped = await stopGrid(statePaths(o.config.home));
-      o.say(stopped.length > 0 ? `stopped ${stopped.length} processes` : `no grid is running from ${o.config.home}`);
+      o.say(
+        stopped.length > 0
+          ? `stopped ${stopped.length} processes`
+          : `no grid is running from ${o.config.home}`,
+      );
     });
 
   program
     .command('status')
-    .description("ask every component of the local grid over the protocol whether it answers")
+    .description('ask every component of the local grid over the protocol whether it answers')
     .action(async () => {
       const o = gridOptions(ctx);
       const json = program.opts<{ json?: boolean }>().json === true;
@@ -193,17 +211,26 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
       const health = await gridHealth(o.config, paths);
       const healthy = health.every((h) => h.ok);
       if (json) {
-        ctx.io.stdout.write(`${JSON.stringify({ supervisor: supervisor?.supervisorPid ?? null, healthy, components: health })}\n`);
+        ctx.io.stdout.write(
+          `${JSON.stringify({ supervisor: supervisor?.supervisorPid ?? null, healthy, components: health })}\n`,
+        );
       } else {
         ctx.io.stdout.write(
           supervisor
             ? `grid supervisor pid ${supervisor.supervisorPid}, state in ${o.config.home}\n`
             : `no supervisor runs from ${o.config.home}; asking the grid at ${o.config.nameservices.map((n) => `${n.host}:${n.port}`).join(', ')}\n`,
         );
-        const rows = health.map((h) => [h.name, String(h.pid ?? '-'), String(h.restarts), h.ok ? 'healthy' : 'NOT ANSWERING', h.detail]);
+        const rows = health.map((h) => [
+          h.name,
+          String(h.pid ?? '-'),
+          String(h.restarts),
+          h.ok ? 'healthy' : 'NOT ANSWERING',
+          h.detail,
+        ]);
         const head = ['COMPONENT', 'PID', 'RESTARTS', 'STATE', 'DETAIL'];
         const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
-        for (const r of [head, ...rows]) ctx.io.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`);
+        for (const r of [head, ...rows])
+          ctx.io.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`);
       }
       ctx.exitCode = healthy ? ExitCode.OK : ExitCode.UNREACHABLE;
     });
@@ -223,10 +250,16 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
         return;
       }
       const lines = Number(f.lines);
-      if (!Number.isInteger(lines) || lines < 0) throw new TaskGridError(ErrorCode.BAD_ARGUMENT, `--lines ${JSON.stringify(f.lines)} is not a count`);
+      if (!Number.isInteger(lines) || lines < 0)
+        throw new TaskGridError(ErrorCode.BAD_ARGUMENT, `--lines ${JSON.stringify(f.lines)} is not a count`);
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
-      await tailLog(paths, component, { lines, follow: f.follow ?? false, write: (s) => ctx.io.stdout.write(s), signal: stop.signal });
+      await tailLog(paths, component, {
+        lines,
+        follow: f.follow ?? false,
+        write: (s) => ctx.io.stdout.write(s),
+        signal: stop.signal,
+      });
     });
 
   program

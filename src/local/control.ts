@@ -4,7 +4,17 @@
  * for health, status over the protocol, stop, reset, logs.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  mkdirSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { TaskGridClient } from '../client/index.ts';
 import { statePaths, type Config, type StatePaths } from '../config/env.ts';
@@ -106,7 +116,10 @@ export async function startDetached(o: DetachOptions): Promise<GridState> {
     if (!isAlive(child.pid) || Date.now() > deadline) {
       const tail = readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-15).join('\n  ');
       if (isAlive(child.pid)) process.kill(child.pid!, 'SIGTERM');
-      throw new TaskGridError(ErrorCode.UNREACHABLE, `the grid did not become ready; the end of ${logPath}:\n  ${tail}`);
+      throw new TaskGridError(
+        ErrorCode.UNREACHABLE,
+        `the grid did not become ready; the end of ${logPath}:\n  ${tail}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -149,7 +162,11 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
     const ping = async (name: string, address: { host: string; port: number } | undefined) => {
       try {
         const p = await client.ping(address);
-        out.push({ ...base(name), ok: true, detail: `${p.component} ${p.version}, up ${Math.round(p.uptimeMs / 1000)} s` });
+        out.push({
+          ...base(name),
+          ok: true,
+          detail: `${p.component} ${p.version}, up ${Math.round(p.uptimeMs / 1000)} s`,
+        });
       } catch (err) {
         out.push({ ...base(name), ok: false, detail: err instanceof TaskGridError ? err.code : String(err) });
       }
@@ -163,6 +180,19 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
     }
     const dispatcher = instances.find((i) => i.role === 'dispatcher');
     await ping('dispatcher', dispatcher?.address);
+    if (state?.components.monitoring) {
+      const url = `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind}:${config.monitoringPort}/healthz`;
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(3_000) });
+        out.push({ ...base('monitoring'), ok: res.ok, detail: `HTTP ${res.status} from ${url}` });
+      } catch (err) {
+        out.push({
+          ...base('monitoring'),
+          ok: false,
+          detail: `no answer from ${url} (${err instanceof Error ? err.message : String(err)})`,
+        });
+      }
+    }
     const workerNames = Object.keys(state?.components ?? {}).filter((n) => n.startsWith('worker-'));
     const byPid = new Map(instances.filter((i) => i.role === 'worker').map((i) => [Number(i.meta.pid), i]));
     for (const name of workerNames) {
@@ -231,7 +261,12 @@ export async function tailLog(
     );
   }
   const text = readFileSync(file, 'utf8');
-  o.write(text.split('\n').slice(-o.lines - 1).join('\n'));
+  o.write(
+    text
+      .split('\n')
+      .slice(-o.lines - 1)
+      .join('\n'),
+  );
   if (!o.follow) return;
   let offset = statSync(file).size;
   while (!o.signal?.aborted) {

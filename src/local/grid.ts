@@ -29,6 +29,7 @@ export function gridComponents(entries: readonly WorkerTypeEntry[]): ComponentSp
   const specs: ComponentSpec[] = [
     { name: 'nameservice', args: ['nameservice'] },
     { name: 'dispatcher', args: ['dispatcher'] },
+    { name: 'monitoring', args: ['monitoring'] },
   ];
   for (const e of activeTypes(entries)) {
     for (let i = 1; i <= e.replicas; i++) {
@@ -42,7 +43,14 @@ export function gridComponents(entries: readonly WorkerTypeEntry[]): ComponentSp
   return specs;
 }
 
-const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const LEVELS: Record<number, string> = {
+  10: 'TRACE',
+  20: 'DEBUG',
+  30: 'INFO',
+  40: 'WARN',
+  50: 'ERROR',
+  60: 'FATAL',
+};
 const SKIP = new Set(['level', 'time', 'pid', 'hostname', 'name', 'component', 'msg']);
 
 /** Shows a pino JSON line as `INFO message key=value …`; other lines as they are. */
@@ -66,9 +74,15 @@ export function formatLogLine(line: string): string {
  * Compiles the sources (when TypeScript is installed, as in a development checkout), checks
  * workers.json and regenerates docker-compose.generated.yml.
  */
-export function buildGrid(o: Pick<LocalGridOptions, 'root' | 'workersFile' | 'typesDir' | 'say'>): WorkerTypeEntry[] {
+export function buildGrid(
+  o: Pick<LocalGridOptions, 'root' | 'workersFile' | 'typesDir' | 'say'>,
+): WorkerTypeEntry[] {
   const entries = [...loadWorkersFile(o.workersFile, { typesDir: o.typesDir })];
-  o.say(`workers.json: ${activeTypes(entries).length} active task types (${activeTypes(entries).map((e) => e.name).join(', ')})`);
+  o.say(
+    `workers.json: ${activeTypes(entries).length} active task types (${activeTypes(entries)
+      .map((e) => e.name)
+      .join(', ')})`,
+  );
   let tsc: string | undefined;
   try {
     tsc = createRequire(join(o.root, 'package.json')).resolve('typescript/bin/tsc');
@@ -77,12 +91,21 @@ export function buildGrid(o: Pick<LocalGridOptions, 'root' | 'workersFile' | 'ty
   }
   if (tsc) {
     o.say('compiling (tsc -p tsconfig.build.json)…');
-    const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: o.root, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
+      cwd: o.root,
+      encoding: 'utf8',
+    });
     if (r.status !== 0) throw new Error(`compilation failed:\n${r.stdout}${r.stderr}`);
   }
   writeFileSync(join(o.root, 'docker-compose.generated.yml'), generateCompose(entries));
   o.say('wrote docker-compose.generated.yml');
   return entries;
+}
+
+/** Where the monitoring service of a local grid serves its dashboard. */
+export function dashboardUrl(config: Config): string {
+  const host = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.monitoringPort}/`;
 }
 
 /** Tells a person where the grid is and how to send it a task. */
@@ -91,11 +114,11 @@ export function gridBanner(o: LocalGridOptions, specs: ComponentSpec[], how: { d
   const paths = statePaths(o.config.home);
   o.say('');
   o.say(
-    `TaskGrid is up: nameservice udp/${formatHostPort(ns)}, dispatcher udp/${o.config.bind}:${o.config.dispatcherPort}, ${specs.length - 2} worker processes.`,
+    `TaskGrid is up: nameservice udp/${formatHostPort(ns)}, dispatcher udp/${o.config.bind}:${o.config.dispatcherPort}, ${specs.filter((s) => s.name.startsWith('worker-')).length} worker processes.`,
   );
+  o.say(`Dashboard: ${dashboardUrl(o.config)}   (REST API under /api, Prometheus metrics at /metrics)`);
   o.say('Send a task' + (how.detached ? ':' : ' from another terminal:'));
   o.say('  npx taskgrid send reverse Hello --wait');
-  o.say('Dashboard: not part of this build yet (the monitoring service comes next); use `npx taskgrid stats` and `npx taskgrid workers`.');
   o.say(
     how.detached
       ? `Logs: ${paths.logs} (npx taskgrid logs <component>)   Status: npx taskgrid status   Stop: npx taskgrid stop`
@@ -112,12 +135,21 @@ export async function runGrid(
 ): Promise<number> {
   const paths = statePaths(o.config.home);
   const specs = gridComponents(entries);
-  const state: GridState = { supervisorPid: process.pid, startedAt: Date.now(), ready: false, components: {} };
+  const state: GridState = {
+    supervisorPid: process.pid,
+    startedAt: Date.now(),
+    ready: false,
+    components: {},
+  };
   const save = () => {
     const pids = supervisor.pids();
     const restarts = supervisor.restarts();
     for (const spec of specs) {
-      state.components[spec.name] = { pid: pids[spec.name], restarts: restarts[spec.name] ?? 0, args: spec.args };
+      state.components[spec.name] = {
+        pid: pids[spec.name],
+        restarts: restarts[spec.name] ?? 0,
+        args: spec.args,
+      };
     }
     writeState(paths, state);
   };

@@ -11,6 +11,15 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT } from '../support/process.ts';
 
+async function freeTcpPort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
 async function freeUdpPort(): Promise<number> {
   const s = dgram.createSocket('udp4');
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
@@ -21,7 +30,11 @@ async function freeUdpPort(): Promise<number> {
 
 function childrenOf(pid: number): number[] {
   try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return [];
   }
@@ -36,72 +49,101 @@ const alive = (pid: number) => {
   }
 };
 
-test('the local grid runs replicas from workers.json, serves tasks and stops every process on SIGINT', { timeout: 120_000 }, async () => {
-  const home = mkdtempSync(join(tmpdir(), 'taskgrid-local-'));
-  const workersFile = join(home, 'workers.json');
-  writeFileSync(
-    workersFile,
-    JSON.stringify([
-      { name: 'reverse', active: true, description: 'reverse', replicas: 3, concurrency: 4 },
-      { name: 'sum', active: true, description: 'sum' },
-      { name: 'hash', active: false, description: 'inactive: no process' },
-    ]),
-  );
-  const nsPort = await freeUdpPort();
-  const dPort = await freeUdpPort();
-  const env = {
-    ...process.env,
-    TASKGRID_HOME: home,
-    TASKGRID_WORKERS_FILE: workersFile,
-    TASKGRID_NAMESERVICE_PORT: String(nsPort),
-    TASKGRID_DISPATCHER_PORT: String(dPort),
-  };
-  const grid = spawn(process.execPath, ['bin/taskgrid.js', 'run'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  grid.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  grid.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-  const exited = new Promise<number | null>((r) => grid.on('exit', (code) => r(code)));
-  let children: number[] = [];
-  try {
-    for (let i = 0; i < 600 && !out.includes('TaskGrid is up'); i++) await new Promise((r) => setTimeout(r, 100));
-    assert.match(out, /TaskGrid is up/, out.slice(-3000));
-    assert.match(out, /npx taskgrid send reverse Hello --wait/);
-    children = childrenOf(grid.pid!);
-    assert.equal(children.length, 2 + 3 + 1, 'nameservice, dispatcher, 3 reverse replicas, 1 sum');
-
-    const cli = (args: string[]) =>
-      new Promise<{ code: number | null; stdout: string }>((resolve) => {
-        const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
-        let stdout = '';
-        p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-        p.on('exit', (code) => resolve({ code, stdout }));
-      });
-    const sent = await cli(['send', 'reverse', 'Hello', '--wait']);
-    assert.equal(sent.code, 0);
-    assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
-    const workers = await cli(['workers', '--json']);
-    const { instances: list } = JSON.parse(workers.stdout.trim().split('\n').at(-1)!) as {
-      instances: { role: string; types: string[] }[];
+test(
+  'the local grid runs replicas from workers.json, serves tasks and stops every process on SIGINT',
+  { timeout: 120_000 },
+  async () => {
+    const home = mkdtempSync(join(tmpdir(), 'taskgrid-local-'));
+    const workersFile = join(home, 'workers.json');
+    writeFileSync(
+      workersFile,
+      JSON.stringify([
+        { name: 'reverse', active: true, description: 'reverse', replicas: 3, concurrency: 4 },
+        { name: 'sum', active: true, description: 'sum' },
+        { name: 'hash', active: false, description: 'inactive: no process' },
+      ]),
+    );
+    const nsPort = await freeUdpPort();
+    const dPort = await freeUdpPort();
+    const env = {
+      ...process.env,
+      TASKGRID_HOME: home,
+      TASKGRID_WORKERS_FILE: workersFile,
+      TASKGRID_NAMESERVICE_PORT: String(nsPort),
+      TASKGRID_DISPATCHER_PORT: String(dPort),
+      TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
     };
-    const reverse = list.filter((w) => w.role === 'worker' && w.types.includes('reverse'));
-    assert.equal(reverse.length, 3, 'three reverse replicas registered');
-    assert.ok(!list.some((w) => w.types.includes('hash')), 'the inactive type has no worker');
+    const grid = spawn(process.execPath, ['bin/taskgrid.js', 'run'], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    grid.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    grid.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise<number | null>((r) => grid.on('exit', (code) => r(code)));
+    let children: number[] = [];
+    try {
+      for (let i = 0; i < 600 && !out.includes('TaskGrid is up'); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, /TaskGrid is up/, out.slice(-3000));
+      assert.match(out, /npx taskgrid send reverse Hello --wait/);
+      children = childrenOf(grid.pid!);
+      assert.equal(
+        children.length,
+        3 + 3 + 1,
+        'nameservice, dispatcher, monitoring, 3 reverse replicas, 1 sum',
+      );
+      const dashboard = /Dashboard: (http:\/\/\S+)/.exec(out)?.[1];
+      assert.ok(dashboard, 'it says where the dashboard is');
+      assert.equal((await fetch(dashboard)).status, 200);
 
-    grid.kill('SIGINT');
-    assert.equal(await exited, 0);
-    assert.match(out, /grid stopped/);
-    for (const pid of children) assert.equal(alive(pid), false, `component ${pid} stopped`);
-    assert.match(readFileSync(join(home, 'logs', 'dispatcher.log'), 'utf8'), /"msg":"ready"/, 'logs are kept under TASKGRID_HOME');
-  } finally {
-    if (grid.exitCode === null) grid.kill('SIGKILL');
-    for (const pid of children) if (alive(pid)) process.kill(pid, 'SIGKILL');
-    rmSync(home, { recursive: true, force: true });
-  }
-});
+      const cli = (args: string[]) =>
+        new Promise<{ code: number | null; stdout: string }>((resolve) => {
+          const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], {
+            cwd: ROOT,
+            env,
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
+          let stdout = '';
+          p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+          p.on('exit', (code) => resolve({ code, stdout }));
+        });
+      const sent = await cli(['send', 'reverse', 'Hello', '--wait']);
+      assert.equal(sent.code, 0);
+      assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
+      const workers = await cli(['workers', '--json']);
+      const { instances: list } = JSON.parse(workers.stdout.trim().split('\n').at(-1)!) as {
+        instances: { role: string; types: string[] }[];
+      };
+      const reverse = list.filter((w) => w.role === 'worker' && w.types.includes('reverse'));
+      assert.equal(reverse.length, 3, 'three reverse replicas registered');
+      assert.ok(!list.some((w) => w.types.includes('hash')), 'the inactive type has no worker');
+
+      grid.kill('SIGINT');
+      assert.equal(await exited, 0);
+      assert.match(out, /grid stopped/);
+      for (const pid of children) assert.equal(alive(pid), false, `component ${pid} stopped`);
+      assert.match(
+        readFileSync(join(home, 'logs', 'dispatcher.log'), 'utf8'),
+        /"msg":"ready"/,
+        'logs are kept under TASKGRID_HOME',
+      );
+    } finally {
+      if (grid.exitCode === null) grid.kill('SIGKILL');
+      for (const pid of children) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      rmSync(home, { recursive: true, force: true });
+    }
+  },
+);
 
 function cliIn(env: NodeJS.ProcessEnv, args: string[]) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -110,65 +152,82 @@ function cliIn(env: NodeJS.ProcessEnv, args: string[]) {
   });
 }
 
-test('a detached grid answers status, restarts a killed worker, and stop and reset leave nothing behind', { timeout: 180_000 }, async () => {
-  const home = mkdtempSync(join(tmpdir(), 'taskgrid-detached-'));
-  const env = {
-    ...process.env,
-    TASKGRID_HOME: home,
-    TASKGRID_NAMESERVICE_PORT: String(await freeUdpPort()),
-    TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
-  };
-  const stateFile = join(home, 'run', 'grid.json');
-  let pids: number[] = [];
-  try {
-    const up = await cliIn(env, ['run', '-d']);
-    assert.equal(up.code, 0, up.stdout + up.stderr);
-    assert.match(up.stdout, /TaskGrid is up/);
-    assert.match(up.stdout, /npx taskgrid send reverse Hello --wait/);
-    const state = JSON.parse(readFileSync(stateFile, 'utf8')) as {
-      supervisorPid: number;
-      components: Record<string, { pid: number; restarts: number }>;
+test(
+  'a detached grid answers status, restarts a killed worker, and stop and reset leave nothing behind',
+  { timeout: 180_000 },
+  async () => {
+    const home = mkdtempSync(join(tmpdir(), 'taskgrid-detached-'));
+    const env = {
+      ...process.env,
+      TASKGRID_HOME: home,
+      TASKGRID_NAMESERVICE_PORT: String(await freeUdpPort()),
+      TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
+      TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
     };
-    pids = [state.supervisorPid, ...Object.values(state.components).map((c) => c.pid)];
+    const stateFile = join(home, 'run', 'grid.json');
+    let pids: number[] = [];
+    try {
+      const up = await cliIn(env, ['run', '-d']);
+      assert.equal(up.code, 0, up.stdout + up.stderr);
+      assert.match(up.stdout, /TaskGrid is up/);
+      assert.match(up.stdout, /npx taskgrid send reverse Hello --wait/);
+      const state = JSON.parse(readFileSync(stateFile, 'utf8')) as {
+        supervisorPid: number;
+        components: Record<string, { pid: number; restarts: number }>;
+      };
+      pids = [state.supervisorPid, ...Object.values(state.components).map((c) => c.pid)];
 
-    const status = await cliIn(env, ['status', '--json']);
-    assert.equal(status.code, 0, status.stdout);
-    const report = JSON.parse(status.stdout) as { healthy: boolean; components: { name: string; ok: boolean }[] };
-    assert.equal(report.healthy, true);
-    assert.deepEqual(
-      report.components.map((c) => c.name).sort(),
-      ['dispatcher', 'nameservice', 'worker-hash', 'worker-reverse', 'worker-sum', 'worker-upper', 'worker-wait'],
-    );
+      const status = await cliIn(env, ['status', '--json']);
+      assert.equal(status.code, 0, status.stdout);
+      const report = JSON.parse(status.stdout) as {
+        healthy: boolean;
+        components: { name: string; ok: boolean }[];
+      };
+      assert.equal(report.healthy, true);
+      assert.deepEqual(report.components.map((c) => c.name).sort(), [
+        'dispatcher',
+        'monitoring',
+        'nameservice',
+        'worker-hash',
+        'worker-reverse',
+        'worker-sum',
+        'worker-upper',
+        'worker-wait',
+      ]);
 
-    const sent = await cliIn(env, ['send', 'reverse', 'Hello', '--wait']);
-    assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
+      const sent = await cliIn(env, ['send', 'reverse', 'Hello', '--wait']);
+      assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
 
-    process.kill(state.components['worker-reverse']!.pid, 'SIGKILL');
-    let restarted = false;
-    for (let i = 0; i < 120 && !restarted; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      const s = await cliIn(env, ['status', '--json']);
-      const r = JSON.parse(s.stdout) as { healthy: boolean; components: { name: string; restarts: number; pid: number }[] };
-      const w = r.components.find((c) => c.name === 'worker-reverse');
-      restarted = r.healthy && w?.restarts === 1;
-      if (w?.pid) pids.push(w.pid);
+      process.kill(state.components['worker-reverse']!.pid, 'SIGKILL');
+      let restarted = false;
+      for (let i = 0; i < 120 && !restarted; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        const s = await cliIn(env, ['status', '--json']);
+        const r = JSON.parse(s.stdout) as {
+          healthy: boolean;
+          components: { name: string; restarts: number; pid: number }[];
+        };
+        const w = r.components.find((c) => c.name === 'worker-reverse');
+        restarted = r.healthy && w?.restarts === 1;
+        if (w?.pid) pids.push(w.pid);
+      }
+      assert.ok(restarted, 'status shows the worker restarted once and healthy');
+      const again = await cliIn(env, ['run', 'reverse', 'abc']);
+      assert.equal(again.stdout.trim(), 'cba');
+
+      const stop = await cliIn(env, ['stop']);
+      assert.equal(stop.code, 0);
+      for (const pid of pids) assert.equal(alive(pid), false, `process ${pid} stopped`);
+      const reset = await cliIn(env, ['reset']);
+      assert.equal(reset.code, 0);
+      assert.match(reset.stdout, /removed .*data/);
+      assert.equal(existsSync(home), false, 'no state left');
+    } finally {
+      for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      rmSync(home, { recursive: true, force: true });
     }
-    assert.ok(restarted, 'status shows the worker restarted once and healthy');
-    const again = await cliIn(env, ['run', 'reverse', 'abc']);
-    assert.equal(again.stdout.trim(), 'cba');
-
-    const stop = await cliIn(env, ['stop']);
-    assert.equal(stop.code, 0);
-    for (const pid of pids) assert.equal(alive(pid), false, `process ${pid} stopped`);
-    const reset = await cliIn(env, ['reset']);
-    assert.equal(reset.code, 0);
-    assert.match(reset.stdout, /removed .*data/);
-    assert.equal(existsSync(home), false, 'no state left');
-  } finally {
-    for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-    rmSync(home, { recursive: true, force: true });
-  }
-});
+  },
+);
 
 test('docker mode without a Docker engine says so in one line and exits non-zero', async () => {
   const r = await cliIn({ ...process.env, PATH: '/nonexistent' }, ['run', '--docker']);

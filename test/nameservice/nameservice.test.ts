@@ -313,7 +313,7 @@ describe('nameservice subscriptions', () => {
   );
 
   test(
-    'registrations that lapse together are removed in one changes request',
+    'registrations that lapse together are removed together, not one request each',
     withGrid(async (g) => {
       const { address } = g.nameservice();
       const c = g.endpoint('client');
@@ -322,9 +322,12 @@ describe('nameservice subscriptions', () => {
       await Promise.all(
         [1, 2, 3].map((n) => c.request(address, 'register', workerAt({ host: `w${n}`, port: 1 }, ['a']))),
       );
-      await waitFor(() => got.some((b) => b.removed.length > 0), 'the lapse', FAST_NS.leaseTtlMs * 5);
-      const removal = got.find((b) => b.removed.length > 0);
-      assert.equal(removal?.removed.length, 3);
+      const removed = () => got.flatMap((b) => b.removed);
+      await waitFor(() => removed().length === 3, 'the lapse', FAST_NS.leaseTtlMs * 5);
+      // Lapses found by one sweep travel in one request. On a loaded machine the three
+      // registrations may land on either side of a sweep, so allow two, never three.
+      const requests = got.filter((b) => b.removed.length > 0).length;
+      assert.ok(requests <= 2, `${requests} changes requests carried the 3 removals`);
     }),
   );
 
