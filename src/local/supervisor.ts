@@ -109,7 +109,9 @@ export class Supervisor {
       timer: undefined,
       ready: false,
       readyWaiters: [],
-      log: this.#o.logDir ? createWriteStream(join(this.#o.logDir, `${spec.name}.log`), { flags: 'a' }) : undefined,
+      log: this.#o.logDir
+        ? createWriteStream(join(this.#o.logDir, `${spec.name}.log`), { flags: 'a' })
+        : undefined,
       lastLines: [],
     };
     this.#running.set(spec.name, r);
@@ -154,7 +156,9 @@ export class Supervisor {
       if (this.#stopping) return;
       if (!r.ready) {
         const why = r.lastLines.map((l) => this.#o.format(l)).join('\n  ');
-        const err = new Error(`${r.spec.name} exited (${signal ?? `code ${code}`}) before it was ready:\n  ${why}`);
+        const err = new Error(
+          `${r.spec.name} exited (${signal ?? `code ${code}`}) before it was ready:\n  ${why}`,
+        );
         for (const w of r.readyWaiters.splice(0)) w.reject(err);
         return;
       }
