@@ -302,7 +302,7 @@ export function generateCompose(entries: readonly WorkerTypeEntry[], options: Co
       healthcheck: [
         'node',
         '-e',
-        `fetch("http://127.0.0.1:${DEFAULTS.monitoringPort}/metrics").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`,
+        `fetch("http://127.0.0.1:${DEFAULTS.monitoringPort}/healthz").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`,
       ],
       replicas: 1,
     },
