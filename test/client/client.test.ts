@@ -294,7 +294,8 @@ test('a grid with no nameservice answering is TG_ERR_UNREACHABLE within the look
   t.after(() => client.close());
   const started = Date.now();
   const err = await rejectsWith(client.run('reverse', 'x'), ErrorCode.UNREACHABLE);
-  assert.ok(Date.now() - started < 1_000, `took ${Date.now() - started} ms`);
+  // Below the 2 s default: the 300 ms given is what bounds it (slack for a loaded machine).
+  assert.ok(Date.now() - started < 1_800, `took ${Date.now() - started} ms`);
   assert.match(err.message, /no nameservice answered a lookup within 300 ms \(nowhere:5001: TG_ERR_TIMEOUT/);
   await rejectsWith(client.workers(), ErrorCode.UNREACHABLE);
 });

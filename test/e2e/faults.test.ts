@@ -83,8 +83,10 @@ test('after a nameservice restart the workers are back within one heartbeat inte
     const before = await client.workers();
     assert.equal(before.filter((w) => w.role === 'worker').length, 2);
     await grid.nameservice.kill('SIGKILL');
-    const restarted = Date.now();
     await grid.startNameservice(grid.nsPort);
+    // Counted from the moment the new nameservice answers: its own start-up (a tsx process on
+    // a loaded machine can take seconds) is not the workers' doing.
+    const restarted = Date.now();
     let back = 0;
     while (Date.now() - restarted < 10_000) {
       back = (await client.workers()).filter((w) => w.role === 'worker').length;
@@ -93,8 +95,10 @@ test('after a nameservice restart the workers are back within one heartbeat inte
     }
     const took = Date.now() - restarted;
     assert.equal(back, 2);
-    // One heartbeat interval (1 s) plus the restart's own start-up.
-    assert.ok(took < 4_000, `workers were back after ${took} ms`);
+    // One heartbeat interval (1 s): the heartbeat that meets the new nameservice learns its
+    // lease is unknown and re-registers at once. Far below the lease TTL; slack for a loaded
+    // machine, where an unanswered heartbeat sent during the restart waits out its 1 s deadline.
+    assert.ok(took < 3_500, `workers were back ${took} ms after the nameservice was ready`);
     const r = await client.run('echo', 'still works', { timeoutMs: 20_000 });
     assert.equal(r, 'still works');
   } finally {
