@@ -29,11 +29,22 @@ export class DatagramSigner {
   sign(frame: Buffer, nowMs: number): Buffer {
     const out = Buffer.allocUnsafe(frame.length + TRAILER_BYTES);
     frame.copy(out, 0);
-    out[4] = (out[4] ?? 0) | FLAG_SIGNED;
-    out.writeBigUInt64BE(BigInt(Math.floor(nowMs)), frame.length);
-    const mac = createHmac('sha256', this.#key).update(out.subarray(0, frame.length + 8)).digest();
-    mac.copy(out, frame.length + 8);
-    return out;
+    return out.subarray(0, this.signInPlace(out, frame.length, nowMs));
+  }
+
+  /**
+   * Signs the frame in `buf[0, length)` in place: sets the signed flag and writes the trailer
+   * after it (`buf` must have TRAILER_BYTES of room). Returns the signed datagram's length.
+   */
+  signInPlace(buf: Buffer, length: number, nowMs: number): number {
+    if (buf.length < length + TRAILER_BYTES) throw new RangeError('no room for the signature trailer');
+    buf[4] = (buf[4] ?? 0) | FLAG_SIGNED;
+    buf.writeBigUInt64BE(BigInt(Math.floor(nowMs)), length);
+    const mac = createHmac('sha256', this.#key)
+      .update(buf.subarray(0, length + 8))
+      .digest();
+    mac.copy(buf, length + 8);
+    return length + TRAILER_BYTES;
   }
 
   /** Checks a datagram's trailer; on success returns the frame without it (flag cleared). */

@@ -97,7 +97,91 @@ export function encodeMsgFrame(messages: readonly (Buffer | FramedMessage)[]): B
   return buf;
 }
 
-export function encodeFragFrame(msgId: number, index: number, count: number, total: number, data: Buffer): Buffer {
+/**
+ * Writes a MSG frame's header at the start of `buf`; the first message entry goes at the offset
+ * returned. For building a frame in place, message by message, without a Buffer per message.
+ */
+export function writeMsgFrameHeader(buf: Buffer): number {
+  header(buf, FrameType.MSG);
+  return HEADER_BYTES;
+}
+
+/**
+ * Writes the header of one MSG entry at `off`: the message's `length` in bytes (1..65535) and
+ * its transmission number (saturating at 255). The message itself goes at
+ * `off + MSG_ENTRY_HEADER_BYTES`.
+ */
+export function writeMsgEntryHeader(buf: Buffer, off: number, length: number, tx: number): void {
+  if (length < 1 || length > MAX_MSG_ENTRY_BYTES) throw new RangeError('bad message length for a MSG frame');
+  buf[off] = length >>> 8;
+  buf[off + 1] = length & 0xff;
+  buf[off + 2] = tx > 255 ? 255 : tx;
+  buf[off + 3] = 0;
+}
+
+/**
+ * Reads the messages of a MSG frame in place, without an object or Buffer per message:
+ *
+ *   reader.reset(buf);            // throws ProtocolError unless every entry is whole
+ *   while (reader.next()) use(buf.toString('utf8', reader.start, reader.end), reader.tx);
+ *
+ * One reader can be reused for every datagram. The frame is checked whole before the first
+ * message is read, so a truncated frame delivers nothing (as decodeFrame).
+ */
+export class MsgFrameReader {
+  #buf: Buffer = Buffer.alloc(0);
+  #off = 0;
+  /** Messages in the frame (known after reset). */
+  count = 0;
+  /** Byte range and transmission number of the current message. */
+  start = 0;
+  end = 0;
+  tx = 0;
+
+  /** Checks that `buf` is a whole MSG frame (magic, version, type, entries) and starts reading it. */
+  reset(buf: Buffer): void {
+    if (buf.length < HEADER_BYTES || buf[0] !== MAGIC0 || buf[1] !== MAGIC1) {
+      throw new ProtocolError('not a TaskGrid frame');
+    }
+    if (buf[2] !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${buf[2]}`);
+    if (buf[3] !== FrameType.MSG) throw new ProtocolError('not a message frame');
+    let off = HEADER_BYTES;
+    let count = 0;
+    if (off >= buf.length) throw new ProtocolError('empty message frame');
+    while (off < buf.length) {
+      if (off + MSG_ENTRY_HEADER_BYTES > buf.length) throw new ProtocolError('truncated message header');
+      const len = (buf[off]! << 8) | buf[off + 1]!;
+      off += MSG_ENTRY_HEADER_BYTES;
+      if (len === 0 || off + len > buf.length) throw new ProtocolError('truncated message');
+      off += len;
+      count++;
+    }
+    this.count = count;
+    this.#buf = buf;
+    this.#off = HEADER_BYTES;
+  }
+
+  /** Moves to the next message; false after the last. */
+  next(): boolean {
+    const buf = this.#buf;
+    const off = this.#off;
+    if (off >= buf.length) return false;
+    const len = (buf[off]! << 8) | buf[off + 1]!;
+    this.tx = buf[off + 2]!;
+    this.start = off + MSG_ENTRY_HEADER_BYTES;
+    this.end = this.start + len;
+    this.#off = this.end;
+    return true;
+  }
+}
+
+export function encodeFragFrame(
+  msgId: number,
+  index: number,
+  count: number,
+  total: number,
+  data: Buffer,
+): Buffer {
   const buf = Buffer.allocUnsafe(FRAG_HEADER_BYTES + data.length);
   header(buf, FrameType.FRAG);
   buf.writeUInt32BE(msgId >>> 0, 5);

@@ -25,6 +25,16 @@ export const TIMING = {
   minRtoMs: 10,
   /** Ceiling of the retransmission timeout after backoff. */
   maxRtoMs: 2_000,
+  /**
+   * Requests in flight to one peer at first; the window then adapts (slow start and additive
+   * increase on replies, halved on a retransmission timeout), between these bounds. Requests
+   * beyond it wait in a local queue (their deadline runs from the call).
+   */
+  initialWindow: 128,
+  /** Floor of the per-peer request window. */
+  minWindow: 32,
+  /** Ceiling of the per-peer request window. */
+  maxWindow: 1024,
   /** Default deadline of a request. */
   requestTimeoutMs: 10_000,
   /** Fraction of random jitter added to each retransmission delay (0.25 = up to +25%). */

@@ -22,6 +22,10 @@ class UdpLink implements DatagramLink {
   #onDatagram: (data: Buffer, from: PeerAddress) => void = () => {};
   #onError: (err: Error) => void = () => {};
   #closed = false;
+  /** One callback for every send (not a closure per datagram): failures go to onError. */
+  readonly #afterSend = (err: Error | null): void => {
+    if (err) this.#onError(err);
+  };
 
   constructor(socket: dgram.Socket, local: PeerAddress) {
     this.#socket = socket;
@@ -36,9 +40,7 @@ class UdpLink implements DatagramLink {
   send(data: Buffer, to: PeerAddress): void {
     if (this.#closed) return;
     try {
-      this.#socket.send(data, to.port, to.host, (err) => {
-        if (err) this.#onError(err);
-      });
+      this.#socket.send(data, to.port, to.host, this.#afterSend);
     } catch (err) {
       this.#onError(err instanceof Error ? err : new Error(String(err)));
     }
