@@ -18,7 +18,7 @@ import { Registration } from '../nameservice/registration.ts';
 import { createUdpTransport, type Endpoint } from '../transport/index.ts';
 import { TaskWorker } from '../worker/worker.ts';
 import {
-  advertiseHost,
+  advertiseAddress,
   findProjectRoot,
   loadConfig,
   statePaths,
@@ -153,7 +153,7 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
   const tuning = dispatcherEnv(process.env);
   const store = new SqliteTaskStore({ path: join(statePaths(c.home).data, 'dispatcher.db') });
   const transport = await bind(ctx, c.dispatcherPort);
-  const advertise = { host: advertiseHost(c, { hostname: hostname() }), port: transport.address.port };
+  const advertise = advertiseAddress(c, { hostname: hostname() }, transport.address.port);
   const directory = new Directory({
     transport,
     nameservers: [...c.nameservices],
@@ -214,7 +214,7 @@ export async function runWorker(ctx: ComponentContext, types: string[], flags: {
     throw new ConfigError(`--concurrency=${JSON.stringify(flags.concurrency)} is not a positive integer`);
   }
   const transport = await bind(ctx, c.workerPort);
-  const advertise = { host: advertiseHost(c, { hostname: hostname() }), port: transport.address.port };
+  const advertise = advertiseAddress(c, { hostname: hostname() }, transport.address.port);
   const worker = new TaskWorker({
     transport,
     nameservers: [...c.nameservices],
@@ -261,7 +261,7 @@ export function registerComponentCommands(program: Command): void {
     .description('run the dispatcher (stores, queues and dispatches tasks), udp/4000')
     .option('--port <port>', 'UDP port (TASKGRID_DISPATCHER_PORT)')
     .option('--bind <address>', 'address to bind (TASKGRID_BIND)')
-    .option('--advertise <host>', 'host others reach it at (TASKGRID_ADVERTISE)')
+    .option('--advertise <host[:port]>', 'address others reach it at (TASKGRID_ADVERTISE)')
     .option('--home <dir>', 'state directory (TASKGRID_HOME)')
     .option('--log-level <level>', 'TASKGRID_LOG_LEVEL')
     .action(async (_o, cmd: Command) => {
@@ -276,7 +276,7 @@ export function registerComponentCommands(program: Command): void {
     .option('--port <port>', 'UDP port, 0 = any free port (TASKGRID_WORKER_PORT)')
     .option('--concurrency <n>', 'tasks run at once (TASKGRID_WORKER_CONCURRENCY)')
     .option('--bind <address>', 'address to bind (TASKGRID_BIND)')
-    .option('--advertise <host>', 'host the dispatcher reaches it at (TASKGRID_ADVERTISE)')
+    .option('--advertise <host[:port]>', 'address the dispatcher reaches it at (TASKGRID_ADVERTISE)')
     .option('--log-level <level>', 'TASKGRID_LOG_LEVEL')
     .action(async (types: string[], _o, cmd: Command) => {
       const f = flags(cmd);

@@ -146,6 +146,11 @@ export interface Config {
   readonly secret: string | undefined;
   /** Host other machines reach this component at; undefined = see {@link advertiseHost}. */
   readonly advertise: string | undefined;
+  /**
+   * Port other machines reach this component at, when TASKGRID_ADVERTISE gives one
+   * (`host:port`, behind NAT, port mapping or a relay); undefined = the port it is bound to.
+   */
+  readonly advertisePort: number | undefined;
   /** IP address to bind (0.0.0.0 and :: bind every interface). */
   readonly bind: string;
   readonly logLevel: LogLevel;
@@ -326,6 +331,39 @@ export function advertiseHost(
   if (config.advertise !== undefined) return config.advertise;
   if (!isWildcard(config.bind)) return config.bind;
   return machine.hostname;
+}
+
+/**
+ * The address a component registers: {@link advertiseHost}, and the port TASKGRID_ADVERTISE
+ * gave (`host:port`) or else `boundPort`, the port the component's socket is bound to.
+ */
+export function advertiseAddress(
+  config: Pick<Config, 'advertise' | 'advertisePort' | 'bind'>,
+  machine: { readonly hostname: string },
+  boundPort: number,
+): HostPort {
+  return { host: advertiseHost(config, machine), port: config.advertisePort ?? boundPort };
+}
+
+/**
+ * TASKGRID_ADVERTISE: a host alone (`w1.example`, `10.0.0.5`, `fd00::7`, `[fd00::7]`) or a host
+ * and port (`w1.example:7000`, `10.0.0.5:7000`, `[fd00::7]:7000`). A bare IPv6 address is a host.
+ */
+function advertiseResult(text: string): Result<{ host: string; port?: number }> {
+  if (isIP(text) !== 0) return ok({ host: text });
+  const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(text);
+  const colon = text.lastIndexOf(':');
+  if (!bracketed && (colon < 0 || text.startsWith('['))) {
+    const host = checkHost(text);
+    return host.ok ? ok({ host: host.value }) : host;
+  }
+  const hostText = bracketed ? `[${bracketed[1] ?? ''}]` : text.slice(0, colon);
+  const portText = bracketed ? (bracketed[2] ?? '') : text.slice(colon + 1);
+  const host = checkHost(hostText);
+  if (!host.ok) return host;
+  const port = checkAddressPort(portText);
+  if (!port.ok) return port;
+  return ok({ host: host.value, port: port.value });
 }
 
 /** The state directory's layout. */
@@ -560,16 +598,18 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
     return value;
   })();
 
-  const advertise = setting<string | undefined>(
+  const advertised = setting<{ host: string; port?: number } | undefined>(
     'advertise',
     undefined,
     (v) => {
-      const host = checkHost(String(v).trim());
-      if (host.ok && isWildcard(host.value)) return fail('wildcard');
-      return host;
+      const parsed = advertiseResult(String(v).trim());
+      if (parsed.ok && isWildcard(parsed.value.host)) return fail('wildcard');
+      return parsed;
     },
-    'not a host other machines can reach (expected a hostname or an IP address without a port, not 0.0.0.0 or ::)',
+    'not an address other machines can reach (expected a hostname or an IP address, optionally with a port: host, host:port or [v6]:port; not 0.0.0.0 or ::)',
   );
+  const advertise = advertised?.host;
+  const advertisePort = advertised?.port;
 
   const bind = setting<string>(
     'bind',
@@ -635,6 +675,7 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
     home: resolve(options.projectRoot, home),
     secret,
     advertise,
+    advertisePort,
     bind,
     logLevel,
     datagramBudget,

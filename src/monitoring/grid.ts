@@ -64,6 +64,8 @@ export interface ProtocolGridOptions {
   bindHost: string;
   /** Host the nameservices send `changes` to: this socket as they reach it. */
   advertiseHost: string;
+  /** Port the nameservices send changes to (TASKGRID_ADVERTISE host:port); default: the bound port. */
+  advertisePort?: number | undefined;
   datagramBudget?: number | undefined;
   maxMessageBytes?: number | undefined;
   logger?: Logger;
@@ -114,7 +116,7 @@ export class ProtocolGrid implements GridSource {
       ...options.directory,
       transport,
       nameservers: options.nameservers,
-      self: { host: options.advertiseHost, port: transport.address.port },
+      self: { host: options.advertiseHost, port: options.advertisePort ?? transport.address.port },
       ...(options.logger && { logger: options.logger }),
     });
     const grid = new ProtocolGrid(transport, client, directory, options);

@@ -114,6 +114,7 @@ export async function runMonitoring(
     secret: c.secret,
     bindHost: c.bind,
     advertiseHost: advertiseHost(c, { hostname: hostname() }),
+    advertisePort: c.advertisePort,
     datagramBudget: c.datagramBudget,
     maxMessageBytes: c.maxMessageBytes,
     logger: log,
@@ -174,7 +175,7 @@ export function registerMonitoringCommands(program: Command): void {
     )
     .option('--port <port>', 'HTTP port, 0 = any free port (TASKGRID_MONITORING_PORT)')
     .option('--bind <address>', 'address to bind (TASKGRID_BIND; default 127.0.0.1)')
-    .option('--advertise <host>', 'host the nameservices send changes to (TASKGRID_ADVERTISE)')
+    .option('--advertise <host[:port]>', 'address the nameservices send changes to (TASKGRID_ADVERTISE)')
     .option('--home <dir>', 'state directory whose logs/ GET /api/logs reads (TASKGRID_HOME)')
     .option('--log-level <level>', 'TASKGRID_LOG_LEVEL')
     .addHelpText(

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, ErrorCode } from '../../src/errors.ts';
 import {
+  advertiseAddress,
   advertiseHost,
   CONFIG_SOURCES,
   DEFAULTS,
@@ -45,6 +46,7 @@ test('an empty environment gives the documented defaults', () => {
     home: join(ROOT, '.taskgrid'),
     secret: undefined,
     advertise: undefined,
+    advertisePort: undefined,
     bind: '127.0.0.1',
     logLevel: 'info',
     datagramBudget: 1200,
@@ -85,6 +87,10 @@ const accepted: readonly [string, string, Partial<Config>][] = [
   ['TASKGRID_SECRET', 'correct horse battery staple', { secret: 'correct horse battery staple' }],
   ['TASKGRID_ADVERTISE', 'worker-7.example.net', { advertise: 'worker-7.example.net' }],
   ['TASKGRID_ADVERTISE', '[fd00::7]', { advertise: 'fd00::7' }],
+  ['TASKGRID_ADVERTISE', 'fd00::7', { advertise: 'fd00::7', advertisePort: undefined }],
+  ['TASKGRID_ADVERTISE', 'gw.example.net:7000', { advertise: 'gw.example.net', advertisePort: 7000 }],
+  ['TASKGRID_ADVERTISE', '10.0.0.5:7000', { advertise: '10.0.0.5', advertisePort: 7000 }],
+  ['TASKGRID_ADVERTISE', '[fd00::7]:7000', { advertise: 'fd00::7', advertisePort: 7000 }],
   ['TASKGRID_BIND', '0.0.0.0', { bind: '0.0.0.0' }],
   ['TASKGRID_BIND', '::', { bind: '::' }],
   ['TASKGRID_LOG_LEVEL', 'DEBUG', { logLevel: 'debug' }],
@@ -118,8 +124,8 @@ const rejected: readonly [string, string, string][] = [
   ['TASKGRID_DISPATCHER', 'http://dispatcher:4000', 'it is a URL'],
   ['TASKGRID_WORKER_PORT', '6e3', 'not a port'],
   ['TASKGRID_MONITORING_PORT', '80 80', 'not a port'],
-  ['TASKGRID_ADVERTISE', '0.0.0.0', 'not a host other machines can reach'],
-  ['TASKGRID_ADVERTISE', 'host:5001', 'not a host other machines can reach'],
+  ['TASKGRID_ADVERTISE', '0.0.0.0', 'not an address other machines can reach'],
+  ['TASKGRID_ADVERTISE', 'host:0', 'not an address other machines can reach'],
   ['TASKGRID_BIND', 'localhost', 'not an IP address to bind'],
   ['TASKGRID_BIND', '256.0.0.1', 'not an IP address to bind'],
   ['TASKGRID_LOG_LEVEL', 'verbose', 'expected one of fatal, error, warn, info, debug, trace, silent'],
@@ -313,6 +319,35 @@ test('the advertised host is the configured one, else a specific bind address, e
   assert.equal(advertiseHost({ advertise: undefined, bind: '127.0.0.1' }, machine), '127.0.0.1');
   assert.equal(advertiseHost({ advertise: undefined, bind: '0.0.0.0' }, machine), 'c0ffee123456');
   assert.equal(advertiseHost({ advertise: undefined, bind: '::' }, machine), 'c0ffee123456');
+});
+
+test('an advertised host:port is registered as given; an advertised host alone keeps the bound port', () => {
+  const machine = { hostname: 'c0ffee123456' };
+  const fromEnv = (value: string) => load({ TASKGRID_ADVERTISE: value });
+  assert.deepEqual(advertiseAddress(fromEnv('gw.example.net:7000'), machine, 40123), {
+    host: 'gw.example.net',
+    port: 7000,
+  });
+  assert.deepEqual(advertiseAddress(fromEnv('gw.example.net'), machine, 40123), {
+    host: 'gw.example.net',
+    port: 40123,
+  });
+  assert.deepEqual(advertiseAddress(fromEnv('[fd00::7]:7000'), machine, 40123), {
+    host: 'fd00::7',
+    port: 7000,
+  });
+  assert.deepEqual(advertiseAddress(load(), machine, 40123), { host: '127.0.0.1', port: 40123 });
+  for (const bad of [
+    'gw.example.net:0',
+    'gw.example.net:70000',
+    'gw.example.net:',
+    '0.0.0.0:7000',
+    '[::]:7000',
+    'a b:7000',
+    '[fd00::7',
+  ]) {
+    assert.match(configError(() => fromEnv(bad)).message, /TASKGRID_ADVERTISE/, bad);
+  }
 });
 
 test('state paths put data, logs and pid files under TASKGRID_HOME', () => {

@@ -21,8 +21,13 @@ export interface Child {
   exited: Promise<number | null>;
 }
 
-export function startTs(entry: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+/**
+ * @param wrap a command that runs the entry, e.g. `['ip', 'netns', 'exec', 'ns1']`; it must exec
+ *   node in its own place (as `ip netns exec` does), so that signals reach node itself.
+ */
+export function startTs(entry: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Child {
+  const command = [...wrap, process.execPath, '--import', 'tsx', entry, ...args];
+  const proc = spawn(command[0]!, command.slice(1), {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
