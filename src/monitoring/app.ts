@@ -275,7 +275,7 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
   app.use('*', observe);
 
   app.use('*', async (c, next) => {
-    if (loopbackOnly && !isLoopbackHost(new URL(c.req.url).hostname)) {
+    if (loopbackOnly && !isLoopbackHost(requestUrl(c.req.url).hostname)) {
       throw new HttpError(
         403,
         ErrorCode.AUTH,
@@ -302,7 +302,7 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
     }
     if (c.req.method === 'POST') {
       const origin = c.req.header('origin');
-      if (origin !== undefined && origin !== 'null' && new URL(c.req.url).host !== hostOf(origin)) {
+      if (origin !== undefined && origin !== 'null' && requestUrl(c.req.url).host !== hostOf(origin)) {
         throw new HttpError(
           403,
           ErrorCode.AUTH,
@@ -560,6 +560,18 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
   });
 
   return { app, watcher, hub, metrics };
+}
+
+/**
+ * The request's URL. Its host comes from the Host header, which may not parse (a last label
+ * that is a number makes it an IPv4 address: `Host: g127.0.0.1` is invalid): a 400, not a 500.
+ */
+function requestUrl(url: string): URL {
+  try {
+    return new URL(url);
+  } catch {
+    throw new HttpError(400, ErrorCode.BAD_REQUEST, 'the Host header does not name a valid host');
+  }
 }
 
 function hostOf(origin: string): string | undefined {

@@ -13,7 +13,7 @@ export const MAC_BYTES = 32;
 export const TRAILER_BYTES = 8 + MAC_BYTES;
 
 export type VerifyResult =
-  | { ok: true; frame: Buffer; mac: Buffer }
+  | { ok: true; frame: Buffer; mac: Buffer; /** The sender's timestamp, ms since the epoch. */ ts: number }
   | { ok: false; reason: 'unsigned' | 'bad-mac' | 'stale' | 'truncated' };
 
 export class DatagramSigner {
@@ -60,30 +60,42 @@ export class DatagramSigner {
     if (Math.abs(nowMs - ts) > this.#windowMs) return { ok: false, reason: 'stale' };
     const frame = Buffer.from(datagram.subarray(0, macAt - 8));
     frame[4] = (frame[4] ?? 0) & ~FLAG_SIGNED;
-    return { ok: true, frame, mac: Buffer.from(mac) };
+    return { ok: true, frame, mac: Buffer.from(mac), ts };
   }
 }
 
 /**
  * Remembers recently seen MACs to drop exact replays inside the time window. Bounded: the
- * oldest entries go first; a replay of an evicted datagram is still caught by the transport's
- * duplicate suppression of request ids.
+ * oldest entries go first when it is full. A datagram it can no longer prove fresh is refused:
+ * once an entry is evicted before its time window ended, every datagram signed at or before
+ * that entry's timestamp counts as a replay (so under a signing rate beyond what the cache
+ * covers, the effective window shrinks to what it remembers; nothing old slips through).
+ * Legitimate senders are unaffected: every transmission, re-sends included, is signed afresh.
  */
 export class ReplayFilter {
   readonly #windowMs: number;
-  readonly #seen: FifoCache<true>;
+  readonly #seen: FifoCache<number>;
+  /** Datagrams signed at or before this (ms) are refused: the cache forgot some of them. */
+  #floorTs = -Infinity;
 
   constructor(maxEntries: number, windowMs: number) {
     this.#windowMs = windowMs;
-    this.#seen = new FifoCache<true>(maxEntries);
+    this.#seen = new FifoCache<number>(maxEntries, Infinity, (ts) => {
+      if (ts > this.#floorTs) this.#floorTs = ts;
+    });
   }
 
-  /** Records the MAC; returns false when it was already seen. */
-  check(mac: Buffer, nowMs: number): boolean {
+  /**
+   * Records the MAC of a datagram signed at `ts`; returns false when it was already seen, or
+   * is older than what the filter still remembers.
+   */
+  check(mac: Buffer, ts: number, nowMs: number): boolean {
+    if (ts <= this.#floorTs) return false;
     const key = mac.toString('latin1');
     if (this.#seen.has(key)) return false;
-    this.#seen.set(key, true, nowMs);
-    this.#seen.evict(nowMs - 2 * this.#windowMs);
+    // Entries past twice the window go by age: a datagram that old is stale anyway.
+    this.#seen.evict(nowMs - 2 * this.#windowMs, false);
+    this.#seen.set(key, ts, nowMs);
     return true;
   }
 

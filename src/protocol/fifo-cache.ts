@@ -12,9 +12,13 @@ export class FifoCache<V> {
   readonly #maxEntries: number;
   readonly #maxBytes: number;
 
-  constructor(maxEntries: number, maxBytes = Infinity) {
+  readonly #onEvict: ((value: V) => void) | undefined;
+
+  /** `onEvict` hears of each entry pushed out by a bound (not of those that aged out). */
+  constructor(maxEntries: number, maxBytes = Infinity, onEvict?: (value: V) => void) {
     this.#maxEntries = maxEntries;
     this.#maxBytes = maxBytes;
+    this.#onEvict = onEvict;
   }
 
   get size(): number {
@@ -57,8 +61,11 @@ export class FifoCache<V> {
     if (this.#bytes > this.#maxBytes) this.evict(-Infinity);
   }
 
-  /** Removes entries added before `cutoff`, and the oldest while over a bound. */
-  evict(cutoff: number): void {
+  /**
+   * Removes entries added before `cutoff`, and the oldest while over a bound (telling
+   * `onEvict` of those, unless `notify` is false).
+   */
+  evict(cutoff: number, notify = true): void {
     const q = this.#queue;
     while (this.#head < q.length) {
       const first = q[this.#head]!;
@@ -69,6 +76,7 @@ export class FifoCache<V> {
       if (e && e.at === first.at) {
         this.#map.delete(first.key);
         this.#bytes -= e.bytes;
+        if (over && notify && this.#onEvict) this.#onEvict(e.value);
       }
     }
     if (this.#head > 1024 && this.#head * 2 > q.length) {

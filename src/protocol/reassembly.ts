@@ -10,6 +10,14 @@ export interface ReassemblyLimits {
   ttlMs: number;
   /** Largest total a message may declare. */
   maxMessageBytes: number;
+  /**
+   * When full, a partial message idle this long gives up its room to a new one (least recently
+   * active first). Default: a quarter of the TTL, at most 1 s. A sender still sending re-sends
+   * within its retransmission timeout, so its message stays active; a flood of fragments that
+   * never complete (from anyone, or any number of source ports) then locks out other senders'
+   * messages for this long after it stops, not for the whole TTL.
+   */
+  evictIdleMs?: number;
 }
 
 interface Partial {
@@ -76,7 +84,8 @@ export class Reassembler {
     if (!p) {
       if (total > this.#limits.maxMessageBytes) return { kind: 'rejected', reason: 'too-large' };
       this.expire(now);
-      if (this.#partials.size >= this.#limits.maxMessages) return { kind: 'rejected', reason: 'no-room' };
+      if (this.#partials.size >= this.#limits.maxMessages && !this.#evictIdle(now))
+        return { kind: 'rejected', reason: 'no-room' };
       p = {
         key,
         count,
@@ -101,7 +110,9 @@ export class Reassembler {
     }
     if (this.#bytes + data.length > this.#limits.maxBytes) {
       this.expire(now);
-      if (this.#bytes + data.length > this.#limits.maxBytes) return { kind: 'rejected', reason: 'no-room' };
+      while (this.#bytes + data.length > this.#limits.maxBytes) {
+        if (!this.#evictIdle(now, p)) return { kind: 'rejected', reason: 'no-room' };
+      }
     }
     // Copy: the datagram's buffer may be reused by the socket layer.
     p.parts[index] = Buffer.from(data);
@@ -144,6 +155,18 @@ export class Reassembler {
       if (at >= cutoff) break;
       this.#completed.delete(key);
     }
+  }
+
+  /** Drops the least recently active partial message (not `keep`) if it is idle enough; false if none is. */
+  #evictIdle(now: number, keep?: Partial): boolean {
+    const idleMs = this.#limits.evictIdleMs ?? Math.min(1_000, this.#limits.ttlMs / 4);
+    let oldest: Partial | undefined;
+    for (const p of this.#partials.values()) {
+      if (p !== keep && (!oldest || p.lastAt < oldest.lastAt)) oldest = p;
+    }
+    if (!oldest || now - oldest.lastAt < idleMs) return false;
+    this.#drop(oldest);
+    return true;
   }
 
   #markComplete(key: string, now: number): void {

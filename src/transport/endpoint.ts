@@ -1049,7 +1049,7 @@ export class Endpoint implements Transport {
         else this.#counters.authFailures++;
         return;
       }
-      if (!this.#replay!.check(v.mac, now)) {
+      if (!this.#replay!.check(v.mac, v.ts, now)) {
         this.#counters.replays++;
         return;
       }

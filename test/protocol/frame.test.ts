@@ -34,25 +34,36 @@ test('a message frame carries several envelopes and gives them back in order', (
 
 test('fragment, ack and probe frames round-trip their fields', () => {
   const frag = decodeFrame(encodeFragFrame(0xfffffffe, 3, 9, 9000, Buffer.from('abc')));
-  assert.deepEqual({ ...frag, data: frag.type === FrameType.FRAG ? frag.data.toString() : '' }, {
-    type: FrameType.FRAG,
-    msgId: 0xfffffffe,
-    index: 3,
-    count: 9,
-    total: 9000,
-    data: 'abc',
-  });
+  assert.deepEqual(
+    { ...frag, data: frag.type === FrameType.FRAG ? frag.data.toString() : '' },
+    {
+      type: FrameType.FRAG,
+      msgId: 0xfffffffe,
+      index: 3,
+      count: 9,
+      total: 9000,
+      data: 'abc',
+    },
+  );
   const ack = decodeFrame(encodeAckFrame(7, 100, AckStatus.PARTIAL, 40, 3, Buffer.from([0b101])));
   assert.ok(ack.type === FrameType.FRAG_ACK);
   assert.equal(ack.below, 40);
   assert.equal(ack.echo, 3);
   assert.deepEqual([...ack.bitmap], [5]);
-  assert.deepEqual(decodeFrame(encodeProbeFrame(8, 100, 12)), { type: FrameType.PROBE, msgId: 8, count: 100, token: 12 });
+  assert.deepEqual(decodeFrame(encodeProbeFrame(8, 100, 12)), {
+    type: FrameType.PROBE,
+    msgId: 8,
+    count: 100,
+    token: 12,
+  });
 });
 
 test('every prefix of a valid frame either decodes or throws ProtocolError, byte by byte', () => {
   const frames = [
-    encodeMsgFrame([encodeEnvelope({ k: 'ping', id: 1, b: {} }), encodeEnvelope({ k: 'ping', id: 2, b: {} })]),
+    encodeMsgFrame([
+      encodeEnvelope({ k: 'ping', id: 1, b: {} }),
+      encodeEnvelope({ k: 'ping', id: 2, b: {} }),
+    ]),
     encodeFragFrame(1, 0, 2, 10, Buffer.from('12345')),
     encodeAckFrame(1, 2, AckStatus.PARTIAL, 0, 0, Buffer.from([1])),
     encodeProbeFrame(1, 2, 1),
@@ -113,8 +124,29 @@ test('a signed datagram verifies; a flipped bit, a stale timestamp or another se
 test('the replay filter refuses a signature seen before and stays within its bound', () => {
   const filter = new ReplayFilter(100, 30_000);
   const mac = Buffer.alloc(32, 7);
-  assert.equal(filter.check(mac, 0), true);
-  assert.equal(filter.check(mac, 1), false);
-  for (let i = 0; i < 1000; i++) filter.check(Buffer.from(String(i).padStart(32, '0')), 2);
+  assert.equal(filter.check(mac, 0, 0), true);
+  assert.equal(filter.check(mac, 0, 1), false);
+  for (let i = 0; i < 1000; i++) filter.check(Buffer.from(String(i).padStart(32, '0')), 2, 2);
   assert.ok(filter.size <= 100);
+});
+
+test('a datagram older than what the full replay filter remembers is refused, newer ones pass', () => {
+  const filter = new ReplayFilter(100, 30_000);
+  const mac = (i: number) => Buffer.from(String(i).padStart(32, '0'));
+  // 200 datagrams signed at t = 1000..1199 ms: the first 100 are pushed out of the filter.
+  for (let i = 0; i < 200; i++) assert.equal(filter.check(mac(i), 1000 + i, 1000 + i), true);
+  // A replay of an evicted one, well inside the 30 s window: refused, though forgotten.
+  assert.equal(filter.check(mac(5), 1005, 1300), false);
+  // A remembered one: refused as before; a fresh datagram: accepted.
+  assert.equal(filter.check(mac(150), 1150, 1300), false);
+  assert.equal(filter.check(mac(1000), 1300, 1300), true);
+  // Entries that leave by age (past twice the window) do not raise the floor.
+  const aged = new ReplayFilter(100, 10);
+  assert.equal(aged.check(mac(1), 0, 0), true);
+  assert.equal(aged.check(mac(2), 1, 100), true);
+  assert.equal(
+    aged.check(mac(3), 2, 100),
+    true,
+    'a datagram older than the aged-out one but not forgotten by a bound',
+  );
 });

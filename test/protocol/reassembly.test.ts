@@ -55,3 +55,27 @@ test('fragments that disagree with their message are refused', () => {
   assert.deepEqual(r.add('k', 1, 4, 9, part('def'), 0, 32), { kind: 'rejected', reason: 'inconsistent' });
   assert.deepEqual(r.add('k', 1, 3, 9, part('defghijkl'), 0, 32), { kind: 'rejected', reason: 'inconsistent' });
 });
+
+test('when full, a partial message idle past evictIdleMs makes room for a new one, least recently active first', () => {
+  const r = new Reassembler({ ...limits, evictIdleMs: 100 });
+  // A flood of first fragments that never complete fills every slot...
+  for (let i = 0; i < 4; i++) r.add(`junk${i}`, 0, 2, 20, Buffer.alloc(10), i, 32);
+  // ...while they are fresh, a new message is refused...
+  assert.deepEqual(r.add('legit', 0, 2, 6, part('abc'), 50, 32), { kind: 'rejected', reason: 'no-room' });
+  // ...but once they have been idle for evictIdleMs (well inside the TTL), it takes the oldest one's room.
+  assert.equal(r.add('legit', 0, 2, 6, part('abc'), 101, 32).kind, 'partial');
+  assert.equal(r.pendingMessages, 4);
+  assert.equal(r.add('junk0', 1, 2, 20, Buffer.alloc(10), 102, 32).kind, 'partial', 'junk0 was evicted: it starts anew');
+  const done = r.add('legit', 1, 2, 6, part('def'), 103, 32);
+  assert.ok(done.kind === 'complete');
+  assert.equal(done.message.toString(), 'abcdef');
+  // Bytes are bounded the same way: an active message gets room from idle ones.
+  const b = new Reassembler({ ...limits, evictIdleMs: 100 });
+  b.add('idle', 0, 3, 4_500, Buffer.alloc(4_000), 0, 32);
+  b.add('active', 0, 3, 4_500, Buffer.alloc(4_000), 0, 32);
+  assert.deepEqual(b.add('active', 1, 3, 4_500, Buffer.alloc(400), 50, 32).kind, 'partial');
+  assert.deepEqual(b.add('new', 0, 2, 4_000, Buffer.alloc(3_000), 60, 32), { kind: 'rejected', reason: 'no-room' });
+  assert.equal(b.add('new', 0, 2, 4_000, Buffer.alloc(3_000), 120, 32).kind, 'partial');
+  assert.ok(b.pendingBytes <= limits.maxBytes);
+  assert.equal(b.add('active', 2, 3, 4_500, Buffer.alloc(100), 130, 32).kind, 'complete');
+});
