@@ -21,7 +21,8 @@ export interface CompletionListener {
 }
 
 export class Completions {
-  readonly #waiters = new Map<number, Set<CompletionListener>>();
+  /** One listener as it is (the common case: no Set per awaited task), several in a Set. */
+  readonly #waiters = new Map<number, CompletionListener | Set<CompletionListener>>();
   readonly #recent: FifoCache<TaskView>;
   readonly #now: () => number;
 
@@ -36,7 +37,8 @@ export class Completions {
     const listeners = this.#waiters.get(view.id);
     if (listeners) {
       this.#waiters.delete(view.id);
-      for (const l of listeners) l.onTask(view);
+      if (listeners instanceof Set) for (const l of listeners) l.onTask(view);
+      else listeners.onTask(view);
       return;
     }
     const bytes = (view.result?.length ?? 0) + (view.payload?.length ?? 0) + 256;
@@ -48,7 +50,8 @@ export class Completions {
     const listeners = this.#waiters.get(id);
     if (!listeners) return;
     this.#waiters.delete(id);
-    for (const l of listeners) l.onError(id, err);
+    if (listeners instanceof Set) for (const l of listeners) l.onError(id, err);
+    else listeners.onError(id, err);
   }
 
   /** An ended task that was pushed before anyone waited for it; it stays for other waits. */
@@ -57,19 +60,21 @@ export class Completions {
   }
 
   listen(id: number, listener: CompletionListener): void {
-    let set = this.#waiters.get(id);
-    if (!set) {
-      set = new Set();
-      this.#waiters.set(id, set);
-    }
-    set.add(listener);
+    const current = this.#waiters.get(id);
+    if (current === undefined) this.#waiters.set(id, listener);
+    else if (current instanceof Set) current.add(listener);
+    else if (current !== listener) this.#waiters.set(id, new Set([current, listener]));
   }
 
   unlisten(id: number, listener: CompletionListener): void {
-    const set = this.#waiters.get(id);
-    if (!set) return;
-    set.delete(listener);
-    if (set.size === 0) this.#waiters.delete(id);
+    const current = this.#waiters.get(id);
+    if (current === undefined) return;
+    if (current instanceof Set) {
+      current.delete(listener);
+      if (current.size === 0) this.#waiters.delete(id);
+    } else if (current === listener) {
+      this.#waiters.delete(id);
+    }
   }
 
   /** Ids somebody waits for. */

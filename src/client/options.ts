@@ -42,8 +42,11 @@ export const CLIENT_DEFAULTS = {
   recentDoneBytes: 32 * 1024 * 1024,
   /** Ids per `get-result` request (the protocol's limit). */
   getResultChunk: 1_000,
-  /** Ids per `watch` request. */
-  watchChunk: 5_000,
+  /**
+   * Ids per `watch` request. Its reply carries the views of the tasks already ended, a few
+   * hundred bytes each: 5,000 of them exceeded the 1 MiB message limit (TG_ERR_TOO_LARGE).
+   */
+  watchChunk: 1_000,
 } as const;
 
 /** The nameservice the client asks when none is given (the grid's default). */

@@ -24,7 +24,15 @@ import type { PeerAddress, RequestContext, Transport } from '../transport/types.
 import type { LegacyTaskSender } from '../legacy/dispatcher-adapter.ts';
 import { isLegacyInstance } from '../legacy/wire.ts';
 import { TimingStats } from './stats.ts';
-import type { SubmitResult, TaskStore, TransitionResult } from './store/store.ts';
+import type {
+  BatchResult,
+  CompleteResult,
+  MultiClaim,
+  SubmitOptions,
+  SubmitResult,
+  TaskStore,
+  TransitionResult,
+} from './store/store.ts';
 
 /** What the dispatcher needs of the nameservice view (src/nameservice/directory.ts). */
 export interface WorkerDirectory {
@@ -45,6 +53,13 @@ export const DISPATCHER_DEFAULTS = {
   maxAttempts: 3,
   /** A task's lease is its timeout plus this, for the result to travel back. */
   leaseGraceMs: 5_000,
+  /**
+   * After a restart, running tasks of a worker the nameservices have not listed for this long
+   * (twice their 5 s lease) go back to their queues: that worker died while the dispatcher was
+   * down, so no `removed` will ever come for it, and its tasks would otherwise wait out their
+   * whole lease (a `wait` task's is 10 minutes).
+   */
+  orphanGraceMs: 10_000,
   /** Queued tasks per type before submits get TG_ERR_BUSY. */
   maxQueuedPerType: 2_000_000,
   /** Retry-after of a busy reply. */
@@ -58,6 +73,12 @@ export const DISPATCHER_DEFAULTS = {
   dispatchBatch: 512,
   /** Most tasks in one DONE request to a client. */
   notifyBatch: 1_000,
+  /**
+   * Most bytes of task views in one DONE request or WATCH reply, estimated from above (every
+   * character of a result or error counted as a 6-byte JSON escape), so that neither exceeds
+   * even the smallest maximum message size a component accepts (64 KiB).
+   */
+  notifyBytes: 60 * 1024,
   /** Deadline of TASK, ABORT and DONE requests. */
   requestTimeoutMs: 10_000,
   /** Most tasks watched (notify/watch) at once; beyond it, clients must poll. */
@@ -84,6 +105,7 @@ export interface DispatcherOptions {
   pruneEveryMs?: number;
   dispatchBatch?: number;
   notifyBatch?: number;
+  notifyBytes?: number;
   requestTimeoutMs?: number;
   maxWatched?: number;
   version?: string;
@@ -134,14 +156,20 @@ export class Dispatcher {
   readonly #outgoingDone = new Map<string, TaskView[]>();
   readonly #waiters = new Map<number, Set<Waiter>>();
   readonly #timing = new TimingStats();
-  #pendingSubmits: { specs: TaskSpec[]; resolve: (r: SubmitResult[]) => void; reject: (e: unknown) => void }[] = [];
-  #pendingResults: { outcomes: TaskOutcome[]; resolve: (n: number) => void; reject: (e: unknown) => void }[] = [];
-  #submitScheduled = false;
-  #resultScheduled = false;
+  #pendingSubmits: {
+    specs: TaskSpec[];
+    resolve: (r: SubmitResult[]) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+  #pendingResults: { outcomes: TaskOutcome[]; resolve: (n: number) => void; reject: (e: unknown) => void }[] =
+    [];
   #doneScheduled = false;
-  #dispatching = false;
-  #dispatchAgain = false;
-  #kickScheduled = false;
+  /** A turn (one store batch: results, submits, hand-outs) is scheduled / running / wanted again. */
+  #turnScheduled = false;
+  #turnRunning = false;
+  #turnAgain = false;
+  readonly #submitOptions: SubmitOptions;
+  readonly #leaseMs: (timeoutMs: number) => number;
   #leaseTimer: NodeJS.Timeout | undefined;
   #leaseTimerAt = Infinity;
   #backoffTimer: NodeJS.Timeout | undefined;
@@ -171,11 +199,19 @@ export class Dispatcher {
       pruneEveryMs: options.pruneEveryMs ?? d.pruneEveryMs,
       dispatchBatch: options.dispatchBatch ?? d.dispatchBatch,
       notifyBatch: options.notifyBatch ?? d.notifyBatch,
+      notifyBytes: options.notifyBytes ?? d.notifyBytes,
       requestTimeoutMs: options.requestTimeoutMs ?? d.requestTimeoutMs,
       maxWatched: options.maxWatched ?? d.maxWatched,
       version: options.version ?? d.version,
     };
     for (const name of this.#typeSettings.keys()) this.#knownTypes.add(name);
+    this.#submitOptions = {
+      timeoutMs: this.#o.taskTimeoutMs,
+      maxAttempts: this.#o.maxAttempts,
+      maxQueued: this.#o.maxQueuedPerType,
+    };
+    const grace = this.#o.leaseGraceMs;
+    this.#leaseMs = (timeoutMs) => timeoutMs + grace;
   }
 
   /** Recovers state from the store, installs the handlers and starts dispatching. */
@@ -186,10 +222,28 @@ export class Dispatcher {
     }
     for (const inst of this.#dir.instances({ role: 'worker' })) this.#upsertWorker(inst);
     // Running tasks survive a restart with their leases: account them to their workers.
+    const unlisted = new Set<string>();
     for (const r of await this.#store.listRunning()) {
       this.#assigned.set(r.id, r.worker);
       const w = this.#workers.get(r.worker);
       if (w) w.inFlight++;
+      else unlisted.add(r.worker);
+    }
+    if (unlisted.size > 0) {
+      const orphans = setTimeout(() => {
+        for (const id of unlisted) {
+          if (this.#closed || this.#workers.has(id)) continue;
+          this.#log.info(
+            { worker: id },
+            'worker not listed since the restart; its running tasks go back to their queues',
+          );
+          this.#store.releaseWorker(id, this.#now()).then(
+            (res) => this.#afterTransition(res),
+            (err: unknown) => this.#log.error({ err }, 'could not release a lost worker’s tasks'),
+          );
+        }
+      }, DISPATCHER_DEFAULTS.orphanGraceMs);
+      orphans.unref();
     }
     this.#dir.onChange((ev) => this.#onDirectoryChange(ev));
     this.#install();
@@ -244,7 +298,10 @@ export class Dispatcher {
         ...(body.type ? { type: body.type } : {}),
         ...(body.cursor ? { cursor: body.cursor } : {}),
       });
-      return { tasks: page.tasks.map((v) => this.#withProgress(v)), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
+      return {
+        tasks: page.tasks.map((v) => this.#withProgress(v)),
+        ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}),
+      };
     });
     t.handle('stats', () => this.#stats());
     t.onNotification('progress', (b) => {
@@ -254,7 +311,10 @@ export class Dispatcher {
 
   // ---- submit -------------------------------------------------------------------------
 
-  async #onSubmit(body: ParsedRequest<'submit'>, ctx: RequestContext | undefined): Promise<ReplyBody<'submit'>> {
+  async #onSubmit(
+    body: ParsedRequest<'submit'>,
+    ctx: RequestContext | undefined,
+  ): Promise<ReplyBody<'submit'>> {
     const results = new Array<ReplyBody<'submit'>['results'][number]>(body.tasks.length);
     const accepted: TaskSpec[] = [];
     const where: number[] = [];
@@ -269,11 +329,16 @@ export class Dispatcher {
         return;
       }
       const s = this.#typeSettings.get(spec.type);
-      accepted.push({
-        ...spec,
-        timeoutMs: spec.timeoutMs ?? s?.timeoutMs ?? this.#o.taskTimeoutMs,
-        maxAttempts: spec.maxAttempts ?? s?.maxAttempts ?? this.#o.maxAttempts,
-      });
+      const timeoutMs = spec.timeoutMs ?? s?.timeoutMs ?? this.#o.taskTimeoutMs;
+      const maxAttempts = spec.maxAttempts ?? s?.maxAttempts ?? this.#o.maxAttempts;
+      // The store fills in the dispatcher's defaults itself: copy a spec only to give it its
+      // type's own (workers.json), which is rare enough to matter at 50,000 submits a second.
+      accepted.push(
+        (spec.timeoutMs ?? this.#o.taskTimeoutMs) === timeoutMs &&
+          (spec.maxAttempts ?? this.#o.maxAttempts) === maxAttempts
+          ? spec
+          : { ...spec, timeoutMs, maxAttempts },
+      );
       where.push(i);
     });
     if (accepted.length > 0) {
@@ -288,109 +353,176 @@ export class Dispatcher {
         const first = stored.find((r): r is { error: { code: ErrorCode; message: string } } => 'error' in r);
         throw new BusyError(first?.error.message ?? 'queue full', this.#o.busyRetryAfterMs);
       }
-      for (const spec of accepted) this.#maybeQueued.add(spec.type);
       if (body.notify && ctx) {
         const ids = results.flatMap((r) => ('id' in r ? [r.id] : []));
         this.#watch(ids, ctx.peer);
       }
-      this.#kick();
     }
     return { results };
   }
 
-  /** Group commit: submits arriving in one turn of the event loop share one transaction. */
+  /** Group commit: submits arriving in one turn of the event loop share one transaction (a turn). */
   #commitSubmits(specs: TaskSpec[]): Promise<SubmitResult[]> {
     return new Promise((resolve, reject) => {
       this.#pendingSubmits.push({ specs, resolve, reject });
-      if (this.#submitScheduled) return;
-      this.#submitScheduled = true;
-      setImmediate(() => {
-        this.#submitScheduled = false;
-        const batch = this.#pendingSubmits;
-        this.#pendingSubmits = [];
-        const all = batch.flatMap((b) => b.specs);
-        this.#store
-          .submit(all, this.#now(), {
-            timeoutMs: this.#o.taskTimeoutMs,
-            maxAttempts: this.#o.maxAttempts,
-            maxQueued: this.#o.maxQueuedPerType,
-          })
-          .then(
-            (res) => {
-              let off = 0;
-              for (const b of batch) {
-                b.resolve(res.slice(off, off + b.specs.length));
-                off += b.specs.length;
-              }
-            },
-            (err: unknown) => {
-              this.#log.error({ err }, 'store refused a submit; nothing acknowledged');
-              const e =
-                err instanceof TaskGridError ? err : new TaskGridError(ErrorCode.STORE, 'the task store failed');
-              for (const b of batch) b.reject(e);
-            },
-          );
-      });
+      this.#kick();
     });
   }
 
   // ---- dispatch -----------------------------------------------------------------------
 
+  /**
+   * Schedules a turn: one store batch (one commit) of the results and submits that arrived
+   * since the last one, together with the claims of tasks for every worker with free capacity,
+   * then the replies, the TASK requests and the `done` pushes, all in the same turn of the
+   * event loop. An idle system runs it at once (setImmediate: right after the I/O that
+   * brought the request), so a lone task waits for no batch to fill.
+   */
   #kick(): void {
-    if (this.#kickScheduled || this.#closed) return;
-    this.#kickScheduled = true;
+    if (this.#closed) return;
+    if (this.#turnRunning) {
+      this.#turnAgain = true;
+      return;
+    }
+    if (this.#turnScheduled) return;
+    this.#turnScheduled = true;
     setImmediate(() => {
-      this.#kickScheduled = false;
-      void this.#dispatch();
+      this.#turnScheduled = false;
+      void this.#turn();
     });
   }
 
-  async #dispatch(): Promise<void> {
-    if (this.#dispatching) {
-      this.#dispatchAgain = true;
+  async #turn(): Promise<void> {
+    if (this.#turnRunning) {
+      this.#turnAgain = true;
       return;
     }
-    this.#dispatching = true;
+    this.#turnRunning = true;
     try {
       do {
-        this.#dispatchAgain = false;
-        await this.#dispatchRound();
-      } while (this.#dispatchAgain && !this.#closed);
+        this.#turnAgain = false;
+        await this.#turnOnce();
+      } while (this.#turnAgain && !this.#closed);
     } catch (err) {
-      this.#log.error({ err }, 'dispatch round failed');
+      this.#log.error({ err }, 'dispatch turn failed');
     } finally {
-      this.#dispatching = false;
+      this.#turnRunning = false;
     }
   }
 
-  async #dispatchRound(): Promise<void> {
-    if (this.#maybeQueued.size === 0) return;
-    // Workers with free capacity, least loaded first, so load spreads across instances.
-    const free = [...this.#workers.values()]
-      .filter((w) => w.inFlight < w.instance.capacity)
-      .sort((a, b) => a.inFlight / a.instance.capacity - b.inFlight / b.instance.capacity);
-    for (const w of free) {
+  /** True when some worker has free capacity for a type that may have claimable tasks. */
+  #canClaim(): boolean {
+    if (this.#maybeQueued.size === 0) return false;
+    for (const w of this.#workers.values()) {
+      if (w.inFlight < w.instance.capacity && w.instance.types.some((t) => this.#maybeQueued.has(t)))
+        return true;
+    }
+    return false;
+  }
+
+  async #turnOnce(): Promise<void> {
+    const submits = this.#pendingSubmits;
+    const results = this.#pendingResults;
+    this.#pendingSubmits = [];
+    this.#pendingResults = [];
+    const specs = submits.length === 1 ? submits[0]!.specs : submits.flatMap((b) => b.specs);
+    const outcomes = results.length === 1 ? results[0]!.outcomes : results.flatMap((b) => b.outcomes);
+    for (const spec of specs) this.#maybeQueued.add(spec.type);
+    if (specs.length === 0 && outcomes.length === 0 && !this.#canClaim()) return;
+    let plan: { w: WorkerState; claim: MultiClaim }[] = [];
+    let res: BatchResult;
+    try {
+      res = await this.#store.batch(
+        {
+          ...(outcomes.length > 0 ? { complete: outcomes } : {}),
+          ...(specs.length > 0 ? { submit: { specs, options: this.#submitOptions } } : {}),
+          claims: ({ completed }) => {
+            plan = this.#planClaims(completed);
+            return plan.map((p) => p.claim);
+          },
+        },
+        this.#now(),
+      );
+    } catch (err) {
+      const e =
+        err instanceof TaskGridError ? err : new TaskGridError(ErrorCode.STORE, 'the task store failed');
+      if (specs.length > 0) this.#log.error({ err }, 'store refused a submit; nothing acknowledged');
+      if (outcomes.length > 0) this.#log.error({ err }, 'store refused results; workers will re-send them');
+      for (const b of submits) b.reject(e);
+      for (const b of results) b.reject(e);
+      return;
+    }
+    let off = 0;
+    for (const b of submits) {
+      b.resolve(submits.length === 1 ? res.submitted : res.submitted.slice(off, off + b.specs.length));
+      off += b.specs.length;
+    }
+    if (outcomes.length > 0) {
+      this.#afterTransition(res.completed, false);
+      if (results.length === 1) {
+        results[0]!.resolve(res.completed.recorded);
+      } else {
+        // Each request learns how many of its outcomes counted, in order of arrival.
+        const moved = new Set([
+          ...res.completed.finished.map((v) => v.id),
+          ...res.completed.requeued.map((r) => r.id),
+        ]);
+        for (const b of results) b.resolve(b.outcomes.filter((o) => moved.has(o.id)).length);
+      }
+    }
+    for (const type of res.exhausted) this.#maybeQueued.delete(type);
+    const now = this.#now();
+    const grace = this.#o.leaseGraceMs;
+    const batch = this.#o.dispatchBatch;
+    res.claimed.forEach((tasks, i) => {
+      const w = plan[i]?.w;
+      if (tasks.length === 0 || !w) return;
+      let shortest = Infinity;
+      for (const task of tasks) {
+        this.#assigned.set(task.id, w.instance.id);
+        if (task.timeoutMs < shortest) shortest = task.timeoutMs;
+      }
+      w.inFlight += tasks.length;
+      this.#armLeaseTimer(now + shortest + grace);
+      if (tasks.length <= batch) this.#sendTasks(w, tasks);
+      else for (let k = 0; k < tasks.length; k += batch) this.#sendTasks(w, tasks.slice(k, k + batch));
+    });
+    if (this.#outgoingDone.size > 0) this.#flushDone();
+  }
+
+  /**
+   * Claims for the turn being committed: every worker with free capacity (counting what the
+   * turn's results release), least loaded first, over the types it serves that may have
+   * claimable tasks, starting from a rotating type so that one busy type does not starve the
+   * others.
+   */
+  #planClaims(completed: CompleteResult): { w: WorkerState; claim: MultiClaim }[] {
+    if (this.#maybeQueued.size === 0 || this.#workers.size === 0) return [];
+    let released: Map<string, number> | undefined;
+    const release = (id: number): void => {
+      const worker = this.#assigned.get(id);
+      if (worker === undefined) return;
+      released ??= new Map();
+      released.set(worker, (released.get(worker) ?? 0) + 1);
+    };
+    for (const v of completed.finished) release(v.id);
+    for (const r of completed.requeued) release(r.id);
+    const free: { w: WorkerState; n: number; load: number }[] = [];
+    for (const w of this.#workers.values()) {
+      const busy = Math.max(0, w.inFlight - (released?.get(w.instance.id) ?? 0));
+      const n = w.instance.capacity - busy;
+      if (n > 0) free.push({ w, n, load: busy / w.instance.capacity });
+    }
+    if (free.length > 1) free.sort((a, b) => a.load - b.load);
+    const out: { w: WorkerState; claim: MultiClaim }[] = [];
+    for (const { w, n } of free) {
       const types = w.instance.types.filter((t) => this.#maybeQueued.has(t));
       if (types.length === 0) continue;
-      // Rotate the starting type so that one busy type does not starve the others.
       const start = this.#roundRobin++ % types.length;
-      for (let k = 0; k < types.length && w.inFlight < w.instance.capacity; k++) {
-        const type = types[(start + k) % types.length]!;
-        const limit = Math.min(this.#o.dispatchBatch, w.instance.capacity - w.inFlight);
-        const grace = this.#o.leaseGraceMs;
-        const tasks = await this.#store.claim(
-          { type, limit, worker: w.instance.id, leaseMs: (timeoutMs) => timeoutMs + grace },
-          this.#now(),
-        );
-        if (tasks.length < limit) this.#maybeQueued.delete(type);
-        if (tasks.length === 0) continue;
-        for (const task of tasks) this.#assigned.set(task.id, w.instance.id);
-        w.inFlight += tasks.length;
-        this.#armLeaseTimer(this.#now() + Math.min(...tasks.map((x) => x.timeoutMs)) + grace);
-        this.#sendTasks(w, tasks);
-      }
-      if (this.#maybeQueued.size === 0) break;
+      const ordered = start === 0 ? types : [...types.slice(start), ...types.slice(0, start)];
+      out.push({ w, claim: { types: ordered, limit: n, worker: w.instance.id, leaseMs: this.#leaseMs } });
     }
+    return out;
   }
 
   #sendTasks(w: WorkerState, tasks: ParsedRequest<'task'>['tasks']): void {
@@ -405,13 +537,27 @@ export class Dispatcher {
         const byId = new Map(tasks.map((x) => [x.id, x]));
         const outcomes: TaskOutcome[] = reply.rejected.flatMap((r) => {
           const task = byId.get(r.id);
-          return task ? [{ id: r.id, attempt: task.attempt, ok: false as const, error: r.error, permanent: false, runMs: 0 }] : [];
+          return task
+            ? [
+                {
+                  id: r.id,
+                  attempt: task.attempt,
+                  ok: false as const,
+                  error: r.error,
+                  permanent: false,
+                  runMs: 0,
+                },
+              ]
+            : [];
         });
         void this.#onResult(outcomes);
       },
       (err: unknown) => {
         // The lease, or the nameservice dropping the worker, will put these tasks back.
-        this.#log.warn({ err, worker: w.instance.id, tasks: tasks.length }, 'a worker did not acknowledge tasks');
+        this.#log.warn(
+          { err, worker: w.instance.id, tasks: tasks.length },
+          'a worker did not acknowledge tasks',
+        );
       },
     );
   }
@@ -421,32 +567,12 @@ export class Dispatcher {
   #onResult(outcomes: TaskOutcome[]): Promise<{ recorded: number }> {
     return new Promise<number>((resolve, reject) => {
       this.#pendingResults.push({ outcomes, resolve, reject });
-      if (this.#resultScheduled) return;
-      this.#resultScheduled = true;
-      setImmediate(() => void this.#commitResults());
+      this.#kick();
     }).then((recorded) => ({ recorded }));
   }
 
-  async #commitResults(): Promise<void> {
-    this.#resultScheduled = false;
-    const batch = this.#pendingResults;
-    this.#pendingResults = [];
-    const all = batch.flatMap((b) => b.outcomes);
-    try {
-      const res = await this.#store.complete(all, this.#now());
-      this.#afterTransition(res);
-      // Each request learns how many of its outcomes counted, in order of arrival.
-      const moved = new Set([...res.finished.map((v) => v.id), ...res.requeued.map((r) => r.id)]);
-      for (const b of batch) b.resolve(b.outcomes.filter((o) => moved.has(o.id)).length);
-    } catch (err) {
-      this.#log.error({ err }, 'store refused results; workers will re-send them');
-      const e = err instanceof TaskGridError ? err : new TaskGridError(ErrorCode.STORE, 'the task store failed');
-      for (const b of batch) b.reject(e);
-    }
-  }
-
   /** Bookkeeping after tasks left the running state: capacity, stats, clients, queues. */
-  #afterTransition(res: TransitionResult): void {
+  #afterTransition(res: TransitionResult, kick = true): void {
     const release = (id: number, failed: boolean) => {
       const worker = this.#assigned.get(id);
       if (worker === undefined) return;
@@ -465,14 +591,15 @@ export class Dispatcher {
     }
     if (res.requeued.length > 0) void this.#armBackoffTimer();
     this.#onFinished(res.finished);
-    if (res.finished.length > 0 || res.requeued.length > 0) this.#kick();
+    if (kick && (res.finished.length > 0 || res.requeued.length > 0)) this.#kick();
   }
 
   #onFinished(views: TaskView[]): void {
     if (views.length === 0) return;
     const now = this.#now();
     for (const v of views) {
-      const run = v.startedAt !== undefined && v.finishedAt !== undefined ? v.finishedAt - v.startedAt : undefined;
+      const run =
+        v.startedAt !== undefined && v.finishedAt !== undefined ? v.finishedAt - v.startedAt : undefined;
       const wait = v.startedAt !== undefined ? v.startedAt - v.createdAt : undefined;
       this.#timing.finished(v.type, now, run, wait);
       const waiters = this.#waiters.get(v.id);
@@ -504,15 +631,31 @@ export class Dispatcher {
     for (const [key, views] of this.#outgoingDone) {
       const peer = this.#peers.get(key);
       if (!peer) continue;
-      for (let i = 0; i < views.length; i += this.#o.notifyBatch) {
-        const tasks = views.slice(i, i + this.#o.notifyBatch);
-        this.#t.request(peer, 'done', { tasks }, { timeoutMs: this.#o.requestTimeoutMs }).catch((err: unknown) => {
-          // The client went away; it can still read the results with get-result.
-          this.#log.debug({ err, peer: key }, 'a client did not take its done notifications');
-        });
+      for (let i = 0; i < views.length;) {
+        const end = this.#fitting(views, i);
+        const tasks = i === 0 && end === views.length ? views : views.slice(i, end);
+        i = end;
+        this.#t
+          .request(peer, 'done', { tasks }, { timeoutMs: this.#o.requestTimeoutMs })
+          .catch((err: unknown) => {
+            // The client went away; it can still read the results with get-result.
+            this.#log.debug({ err, peer: key }, 'a client did not take its done notifications');
+          });
       }
     }
     this.#outgoingDone.clear();
+  }
+
+  /** The end of the run of views from `start` that fits one DONE request (at least one view). */
+  #fitting(views: readonly TaskView[], start: number): number {
+    const most = Math.min(views.length, start + this.#o.notifyBatch);
+    let bytes = 0;
+    let i = start;
+    for (; i < most; i++) {
+      bytes += viewBytes(views[i]!);
+      if (bytes > this.#o.notifyBytes && i > start) break;
+    }
+    return i;
   }
 
   #watch(ids: number[], peer: PeerAddress): void {
@@ -529,10 +672,26 @@ export class Dispatcher {
   async #onWatch(ids: number[], peer: PeerAddress): Promise<ReplyBody<'watch'>> {
     this.#watch(ids, peer);
     const { tasks, missing } = await this.#store.get(ids);
+    const key = `${peer.host}:${peer.port}`;
     const finished = tasks.filter((v) => v.status !== 'queued' && v.status !== 'running');
-    for (const v of finished) this.#watchers.get(v.id)?.delete(`${peer.host}:${peer.port}`);
+    for (const v of finished) {
+      const set = this.#watchers.get(v.id);
+      if (set?.delete(key) && set.size === 0) this.#watchers.delete(v.id);
+    }
     for (const id of missing) this.#watchers.delete(id);
-    return { finished, missing };
+    // What does not fit the reply is pushed with `done` at once, as the protocol allows for
+    // any watched task that has ended.
+    const fit = this.#fitting(finished, 0);
+    if (fit < finished.length) {
+      let q = this.#outgoingDone.get(key);
+      if (!q) this.#outgoingDone.set(key, (q = []));
+      for (let i = fit; i < finished.length; i++) q.push(finished[i]!);
+      if (!this.#doneScheduled) {
+        this.#doneScheduled = true;
+        setImmediate(() => this.#flushDone());
+      }
+    }
+    return { finished: fit < finished.length ? finished.slice(0, fit) : finished, missing };
   }
 
   async #onGetResult(body: ParsedRequest<'get-result'>): Promise<ReplyBody<'get-result'>> {
@@ -625,10 +784,13 @@ export class Dispatcher {
     if (at >= this.#leaseTimerAt || this.#closed) return;
     clearTimeout(this.#leaseTimer);
     this.#leaseTimerAt = at;
-    this.#leaseTimer = setTimeout(() => {
-      this.#leaseTimerAt = Infinity;
-      void this.#expireLeases();
-    }, Math.max(0, at - this.#now()) + 5);
+    this.#leaseTimer = setTimeout(
+      () => {
+        this.#leaseTimerAt = Infinity;
+        void this.#expireLeases();
+      },
+      Math.max(0, at - this.#now()) + 5,
+    );
     this.#leaseTimer.unref();
   }
 
@@ -654,12 +816,15 @@ export class Dispatcher {
     if (at >= this.#backoffTimerAt) return;
     clearTimeout(this.#backoffTimer);
     this.#backoffTimerAt = at;
-    this.#backoffTimer = setTimeout(() => {
-      this.#backoffTimerAt = Infinity;
-      for (const t of this.#knownTypes) this.#maybeQueued.add(t);
-      this.#kick();
-      void this.#armBackoffTimer();
-    }, Math.max(0, at - this.#now()) + 1);
+    this.#backoffTimer = setTimeout(
+      () => {
+        this.#backoffTimerAt = Infinity;
+        for (const t of this.#knownTypes) this.#maybeQueued.add(t);
+        this.#kick();
+        void this.#armBackoffTimer();
+      },
+      Math.max(0, at - this.#now()) + 1,
+    );
     this.#backoffTimer.unref();
   }
 
@@ -704,4 +869,13 @@ export class Dispatcher {
     }));
     return { types, workers, totals, transport: { ...this.#t.counters() } };
   }
+}
+
+/** An upper bound of a task view's JSON size in bytes: its texts as if every character were escaped. */
+function viewBytes(v: TaskView): number {
+  let n = 320 + (v.type.length + (v.worker?.length ?? 0) + (v.key?.length ?? 0)) * 6;
+  if (v.result !== undefined) n += v.result.length * 6;
+  if (v.error !== undefined) n += v.error.message.length * 6;
+  if (v.payload !== undefined) n += v.payload.length * 6;
+  return n;
 }

@@ -163,6 +163,36 @@ test('wait resolves from the dispatcher push, without polling', async (t) => {
   assert.equal(again.status, 'succeeded');
 });
 
+test('a wait whose watch request is never answered still ends, from the polls', async (t) => {
+  const g = await grid({
+    // The tasks end after the unanswered watch has timed out.
+    dispatcher: { ignoreWatches: true, dropPushes: true, runDelayMs: 800 },
+    client: { reconcileIntervalMs: 50, requestTimeoutMs: 200 },
+  });
+  t.after(() => g.close());
+  const ids = await Promise.all(['a', 'b'].map((p) => g.client.submit({ type: 'upper', payload: p })));
+  const views = await g.client.wait(ids, { timeoutMs: 5_000 });
+  assert.deepEqual(
+    views.map((v) => v.result),
+    ['A', 'B'],
+  );
+  assert.ok(g.dispatcher.count('watch') >= 1, 'the watch was asked for and went unanswered');
+  assert.ok(g.dispatcher.count('get-result') >= 1, 'the polls found the ends');
+});
+
+test('several waits for one task all end with its one push; one giving up leaves the others waiting', async (t) => {
+  const g = await grid({ dispatcher: { runDelayMs: 300 }, client: { reconcileIntervalMs: 60_000 } });
+  t.after(() => g.close());
+  const id = await g.client.submit({ type: 'upper', payload: 'shared' });
+  const impatient = g.client.wait(id, { timeoutMs: 50 });
+  const first = g.client.wait(id, { timeoutMs: 5_000 });
+  const second = g.client.wait([id, id], { timeoutMs: 5_000 });
+  await rejectsWith(impatient, ErrorCode.TIMEOUT);
+  const [one, [two, three]] = await Promise.all([first, second]);
+  for (const v of [one, two, three]) assert.equal(v?.result, 'SHARED');
+  assert.equal(g.dispatcher.count('get-result'), 0, 'the push was enough');
+});
+
 test('wait still ends when the push is lost, by polling get-result', async (t) => {
   const g = await grid({
     dispatcher: { dropPushes: true, runDelayMs: 50 },

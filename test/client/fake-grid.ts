@@ -33,6 +33,8 @@ export interface FakeDispatcherOptions {
   retryAfterMs?: number;
   /** Never push `done` (the client must poll). */
   dropPushes?: boolean;
+  /** Never answer `watch` requests (as if every one were lost). */
+  ignoreWatches?: boolean;
 }
 
 function peerKey(p: PeerAddress): string {
@@ -53,7 +55,8 @@ export class FakeDispatcher {
   readonly #keys = new Map<string, number>();
   readonly #watchers = new Map<number, PeerAddress[]>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #o: Required<Omit<FakeDispatcherOptions, 'dropPushes'>>;
+  readonly #o: Required<Omit<FakeDispatcherOptions, 'dropPushes' | 'ignoreWatches'>>;
+  readonly #ignoreWatches: boolean;
   readonly #started = Date.now();
   #busyLeft: number;
 
@@ -67,6 +70,7 @@ export class FakeDispatcher {
       retryAfterMs: options.retryAfterMs ?? 100,
     };
     this.dropPushes = options.dropPushes ?? false;
+    this.#ignoreWatches = options.ignoreWatches ?? false;
     this.#busyLeft = this.#o.busyReplies;
     const t = transport;
     t.handle('ping', () => {
@@ -131,6 +135,7 @@ export class FakeDispatcher {
     });
     t.handle('watch', ({ ids }, ctx) => {
       this.#count('watch');
+      if (this.#ignoreWatches) return new Promise<never>(() => {});
       const finished: TaskView[] = [];
       const missing: number[] = [];
       for (const id of ids) {

@@ -258,6 +258,40 @@ describe('the dispatcher', () => {
     );
   });
 
+  test('a watch of ended tasks with long results answers what fits one message and pushes the rest', async () => {
+    const g = await grid();
+    await g.worker(['echo'], 64);
+    // 600 results of 2,000 characters: 1.2 MB of views, more than one message may carry.
+    const ids: number[] = [];
+    for (let b = 0; b < 4; b++) {
+      ids.push(...(await g.ids(Array.from({ length: 150 }, (_, i) => ({ type: 'echo', payload: `${b}-${i}-`.padEnd(2_000, 'x') })))));
+    }
+    for (let i = 0; i < ids.length; i += 100) {
+      const views = await g.waitAll(ids.slice(i, i + 100));
+      assert.ok(views.every((v) => v.status === 'succeeded'));
+    }
+    const watcher = new Endpoint(g.net.link('watcher', 7001), QUICK);
+    const pushed: TaskView[] = [];
+    watcher.handle('done', ({ tasks }) => {
+      pushed.push(...tasks);
+      return {};
+    });
+    try {
+      const reply = await watcher.request(g.dAddr, 'watch', { ids }, { timeoutMs: 10_000 });
+      assert.deepEqual(reply.missing, []);
+      assert.ok(reply.finished.length > 0 && reply.finished.length < ids.length, `${reply.finished.length} in the reply`);
+      for (let i = 0; i < 400 && reply.finished.length + pushed.length < ids.length; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const all = [...reply.finished, ...pushed];
+      assert.equal(all.length, ids.length, 'every watched task exactly once');
+      assert.deepEqual(new Set(all.map((v) => v.id)), new Set(ids));
+      for (const v of all) assert.equal(v.result?.length, 2_000);
+    } finally {
+      await watcher.close();
+    }
+  });
+
   test('reports per-type counts, timings and per-worker figures in stats', async () => {
     const g = await grid();
     await g.worker(['echo']);

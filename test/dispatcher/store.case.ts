@@ -776,6 +776,111 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     );
 
     test(
+      'batch completes, submits and claims in one go, in that order, and reports exhausted queues',
+      withStore(async (store) => {
+        const [a, b] = await submitIds(store, tasksOf('echo', 2));
+        const first = await store.claim({ type: 'echo', limit: 2, worker: 'w1', leaseMs: 1_000 }, T0);
+        assert.deepEqual(
+          first.map((t) => t.id),
+          [a, b],
+        );
+        let sawCompleted: readonly number[] = [];
+        const res = await store.batch(
+          {
+            complete: [ok(a!, 1), fail(b!, 1, true), ok(a!, 1, 'again')],
+            submit: { specs: [...tasksOf('echo', 3), ...tasksOf('sum', 1)], options: DEFAULTS },
+            claims: ({ completed }) => {
+              sawCompleted = completed.finished.map((v) => v.id);
+              return [
+                { types: ['echo', 'sum'], limit: 2, worker: 'w1', leaseMs: 1_000 },
+                { types: ['sum', 'echo'], limit: 5, worker: 'w2', leaseMs: (t) => t + 5 },
+                { types: ['echo'], limit: 1, worker: 'w3', leaseMs: 1_000 },
+              ];
+            },
+          },
+          T0 + 10,
+        );
+        // The claims were planned after the results were recorded.
+        assert.deepEqual(sawCompleted, [a, b]);
+        assert.equal(res.completed.recorded, 2, 'the repeated outcome of the same attempt counts once');
+        assert.deepEqual(
+          res.completed.finished.map((v) => [v.id, v.status]),
+          [
+            [a, 'succeeded'],
+            [b, 'failed'],
+          ],
+        );
+        assert.equal(res.submitted.length, 4);
+        const [c, d, e, f] = res.submitted.map(idOf);
+        // w1 takes two echo tasks; w2 the sum task, then the last echo task, then nothing more.
+        assert.deepEqual(
+          res.claimed.map((list) => list.map((t) => [t.id, t.type])),
+          [
+            [
+              [c, 'echo'],
+              [d, 'echo'],
+            ],
+            [
+              [f, 'sum'],
+              [e, 'echo'],
+            ],
+            [],
+          ],
+        );
+        assert.deepEqual([...res.exhausted].sort(), ['echo', 'sum']);
+        const running = await store.listRunning();
+        assert.deepEqual(
+          running.map((r) => [r.id, r.worker, r.leaseUntil]).sort((x, y) => Number(x[0]) - Number(y[0])),
+          [
+            [c, 'w1', T0 + 1_010],
+            [d, 'w1', T0 + 1_010],
+            [e, 'w2', T0 + 1_015],
+            [f, 'w2', T0 + 1_015],
+          ],
+        );
+        // Claimed tasks end like any: the fence holds for them too. An outcome for an attempt
+        // that never existed is ignored, and does not stop the real one from counting.
+        const end = await store.complete(
+          [ok(c!, 2, 'bogus'), ok(c!, 1), ok(e!, 1), ok(e!, 1, 'twice')],
+          T0 + 20,
+        );
+        assert.equal(end.recorded, 2);
+        assert.equal((await view(store, c!)).result, `r${c}`);
+        assert.equal((await view(store, e!)).result, `r${e}`);
+        assert.equal((await view(store, d!)).status, 'running');
+        await assertCountsTrue(store);
+      }),
+    );
+
+    test(
+      'a batch whose claims fail changes nothing: no result, no task, no claim',
+      withStore(async (store) => {
+        const [a] = await submitIds(store, tasksOf('echo', 1));
+        await store.claim({ type: 'echo', limit: 1, worker: 'w1', leaseMs: 1_000 }, T0);
+        const before = await everything(store);
+        await rejectsWith(
+          store.batch(
+            {
+              complete: [ok(a!, 1)],
+              submit: { specs: tasksOf('echo', 2), options: DEFAULTS },
+              claims: () => {
+                throw new Error('planner failed');
+              },
+            },
+            T0 + 1,
+          ),
+          ErrorCode.STORE,
+        );
+        assert.deepEqual(await everything(store), before);
+        // The attempt is still running and can still end once.
+        const res = await store.complete([ok(a!, 1)], T0 + 2);
+        assert.equal(res.recorded, 1);
+        assert.equal((await view(store, a!)).status, 'succeeded');
+        await assertCountsTrue(store);
+      }),
+    );
+
+    test(
       'a closed store rejects every call with TG_ERR_STORE',
       withStore(async (store) => {
         await store.close();

@@ -122,3 +122,40 @@ test('a handler that loops forever is stopped at its timeout, retried, then fail
     await grid.stop();
   }
 });
+
+test('a task whose worker died while the dispatcher was down runs again soon after the restart, not after its lease', { timeout: 120_000 }, async () => {
+  const grid = await Grid.start({ typesDir: FIXTURES, workersJson: fixtureTypes });
+  let client = await connect(grid);
+  try {
+    const a = await grid.startWorker(['slow'], 1);
+    // A 10-minute timeout: waiting out its lease would take that long.
+    const id = await client.submit({ type: 'slow', payload: '2000', timeoutMs: 600_000 });
+    for (let v = await client.result(id); v.status !== 'running'; v = await client.result(id)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await grid.dispatcher.kill('SIGKILL');
+    await a.kill('SIGKILL');
+    await client.close();
+    client = await connect(grid);
+    // The nameservice drops the dead worker (its lease lapses) while the dispatcher is down.
+    while ((await client.workers()).some((w) => w.role === 'worker')) await new Promise((r) => setTimeout(r, 200));
+    await grid.startWorker(['slow'], 1);
+    let bId: string | undefined;
+    while (bId === undefined) {
+      bId = (await client.workers()).find((w) => w.role === 'worker')?.id;
+      if (bId === undefined) await new Promise((r) => setTimeout(r, 100));
+    }
+    await grid.startDispatcher(grid.dispatcherPort);
+    const restarted = Date.now();
+    const view = await client.wait(id, { timeoutMs: 90_000 });
+    assert.equal(view.status, 'succeeded');
+    assert.equal((JSON.parse(view.result ?? '{}') as { taskId?: number }).taskId, id);
+    assert.equal(view.attempts, 2, 'it ran again');
+    assert.equal(view.worker, bId, 'on the live worker');
+    // Far below the 10-minute lease: the unlisted worker's tasks go back after a short grace.
+    assert.ok(Date.now() - restarted < 60_000, `ended ${Date.now() - restarted} ms after the restart`);
+  } finally {
+    await client.close();
+    await grid.stop();
+  }
+});

@@ -50,6 +50,40 @@ export interface ClaimRequest {
   readonly leaseMs: number | ((timeoutMs: number) => number);
 }
 
+/**
+ * A claim for one worker over several queues: up to `limit` tasks in all, taken from the
+ * queues of `types` in that order (the next type only when the previous one ran dry).
+ */
+export interface MultiClaim {
+  readonly types: readonly string[];
+  readonly limit: number;
+  readonly worker: string;
+  readonly leaseMs: number | ((timeoutMs: number) => number);
+}
+
+/**
+ * Several operations in one transaction (one commit), in this order: `complete`, `submit`,
+ * then the claims that `claims` returns once it has seen what the first two did. The
+ * dispatcher makes one such batch per turn of its event loop, so that a task's submit and its
+ * hand-out to an idle worker share a commit, and so do a worker's results and its next tasks.
+ */
+export interface BatchRequest {
+  readonly complete?: readonly TaskOutcome[];
+  readonly submit?: { readonly specs: readonly TaskSpec[]; readonly options: SubmitOptions };
+  /** Called inside the transaction, after `complete` and `submit`. */
+  readonly claims?: (done: { readonly completed: CompleteResult }) => readonly MultiClaim[];
+}
+
+/** What a {@link BatchRequest} did: as `complete`, `submit` and `claim` would say. */
+export interface BatchResult {
+  readonly completed: CompleteResult;
+  readonly submitted: SubmitResult[];
+  /** One list per claim, in the order of the claims; each assignment names its type. */
+  readonly claimed: TaskAssignment[][];
+  /** Types whose claimable tasks ran out during the claims (a claim got fewer than it asked). */
+  readonly exhausted: ReadonlySet<string>;
+}
+
 /** How a failed attempt is retried: exponential backoff with a cap and optional jitter. */
 export interface RetryPolicy {
   /** Delay before the second attempt. */
@@ -227,6 +261,13 @@ export interface TaskStore {
    * attempts, else puts it back in its queue after a backoff (see {@link RetryPolicy}).
    */
   complete(outcomes: readonly TaskOutcome[], now: number): Promise<CompleteResult>;
+
+  /**
+   * `complete`, `submit` and claims in one atomic transaction (see {@link BatchRequest}):
+   * all of it durably, or nothing and a TG_ERR_STORE rejection. A claim skips a type that an
+   * earlier claim of the same batch found exhausted.
+   */
+  batch(request: BatchRequest, now: number): Promise<BatchResult>;
 
   /**
    * Ends running attempts whose lease lapsed (`leaseUntil <= now`), oldest lease first, at most
