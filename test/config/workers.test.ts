@@ -49,7 +49,8 @@ test('the default workers.json loads with its five task types, all active', () =
     assert.ok(e.replicas >= 1 && e.concurrency >= 1, e.name);
   }
   const wait = entries.find((e) => e.name === 'wait');
-  assert.ok(wait !== undefined && wait.concurrency > 4, 'wait, mostly idle, runs more tasks at once');
+  const busiest = Math.max(...entries.filter((e) => e.name !== 'wait').map((e) => e.concurrency));
+  assert.ok(wait !== undefined && wait.concurrency > busiest, 'wait, mostly idle, runs more tasks at once');
 });
 
 test('an array file and a TaskGrid+ {"workers": [...]} file give the same entries', () => {
