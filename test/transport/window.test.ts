@@ -29,7 +29,9 @@ test('requests beyond the window wait in a local queue, never more in flight tha
     initialWindow: 4,
     minWindow: 4,
     maxWindow: 4,
+    // Timeouts far above any stall of a loaded machine: this test is about the queue, not loss.
     initialRtoMs: 5_000,
+    minRtoMs: 2_000,
   });
   try {
     let running = 0;
@@ -116,15 +118,18 @@ test('a retransmission timeout halves the window and replies grow it back, withi
     initialWindow: 64,
     minWindow: 16,
     maxWindow: 128,
-    initialRtoMs: 20,
-    minRtoMs: 20,
+    // One retransmission timeout at 250 ms for the slow request below (answered at 400 ms,
+    // before the second at 750 ms); the fast rounds after it stay far from any timeout even
+    // when a loaded machine stalls the event loop for tens of milliseconds.
+    initialRtoMs: 250,
+    minRtoMs: 250,
   });
   try {
     server.handle('get-result', async ({ ids, waitMs }) => {
       if (waitMs) await sleep(waitMs);
       return { tasks: [], missing: ids };
     });
-    await client.request(server.address, 'get-result', { ids: [1], waitMs: 100 });
+    await client.request(server.address, 'get-result', { ids: [1], waitMs: 400 });
     const cut = client.windowFor(server.address).window;
     assert.equal(cut, 32, 'one timeout, one cut: 64 -> 32');
     for (let round = 0; round < 40; round++) {

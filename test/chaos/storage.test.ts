@@ -1,0 +1,347 @@
+/**
+ * Chaos: storage faults under the real grid (processes, real UDP on loopback). The dispatcher's
+ * data directory is a small tmpfs that the test mounts itself:
+ * - full: a filler file takes every free byte while the dispatcher runs; submits must then be
+ *   refused with TG_ERR_STORE, and once the filler is gone, accepted again;
+ * - read-only: the data directory is remounted read-only while the dispatcher is down (Linux
+ *   refuses to remount a file system read-only while a process holds a file open for writing),
+ *   so the dispatcher that starts on it must refuse to run with TG_ERR_STORE; once remounted
+ *   read-write, a new dispatcher takes over.
+ * Either way nothing may be acknowledged that is not stored: afterwards (the fault cleared, and
+ * the dispatcher killed with SIGKILL and restarted), every acknowledged id is in the store once
+ * and completes with the right result, and no refused submit is in the store.
+ *
+ * Mounting needs root (CAP_SYS_ADMIN); where it is not permitted the tests skip, saying so.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, openSync, closeSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import Database from 'better-sqlite3';
+import { TaskGridClient, type SubmitOutcome } from '../../src/client/index.ts';
+import { ErrorCode } from '../../src/errors.ts';
+import { report, scale } from '../support/chaos.ts';
+import { Grid } from '../support/grid.ts';
+
+const BEFORE = scale(100, 2_000);
+const DURING = scale(10, 100);
+const AFTER = scale(100, 2_000);
+/** Size of the full test's tmpfs: room for every task before and after the fault, with a filler taking the rest. */
+const TMPFS_MB = scale(16, 64);
+/** Payloads are this long, so that a few batches need new pages in a full file system. */
+const PAYLOAD_BYTES = 2_000;
+
+/** A tmpfs of `sizeMb` mounted on a fresh TASKGRID_HOME's data/, or why it could not be. */
+function mountData(sizeMb: number): { home: string; data: string } | { skip: string } {
+  const home = mkdtempSync(join(tmpdir(), 'taskgrid-chaos-storage-'));
+  const data = join(home, 'data');
+  mkdirSync(data);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMb}m,mode=0700`, 'tmpfs', data], {
+      stdio: 'pipe',
+    });
+  } catch (err) {
+    rmSync(home, { recursive: true, force: true });
+    const why = (err as { stderr?: Buffer }).stderr?.toString().trim() || String(err);
+    return { skip: `mounting a tmpfs is not permitted here (needs root / CAP_SYS_ADMIN): ${why}` };
+  }
+  return { home, data };
+}
+
+function unmount(home: string, data: string): void {
+  try {
+    execFileSync('umount', [data], { stdio: 'pipe' });
+  } catch {
+    // A process still holding it is killed by the grid's stop(); try once more, lazily.
+    execFileSync('umount', ['-l', data], { stdio: 'pipe' });
+  }
+  rmSync(home, { recursive: true, force: true });
+}
+
+/** Reversed payloads are the right results of `reverse` (ASCII only here). */
+const reversed = (s: string): string => s.split('').reverse().join('');
+
+function payload(tag: string, i: number): string {
+  const head = `${tag}-${i}-`;
+  return head + 'x'.repeat(PAYLOAD_BYTES - head.length);
+}
+
+interface Ledger {
+  acked: Map<number, string>;
+  refused: { payload: string; code: string }[];
+}
+
+function record(ledger: Ledger, payloads: string[], outcomes: SubmitOutcome[]): void {
+  outcomes.forEach((o, i) => {
+    if (o.ok) {
+      assert.ok(!ledger.acked.has(o.id), `id ${o.id} acknowledged twice`);
+      ledger.acked.set(o.id, payloads[i]!);
+    } else ledger.refused.push({ payload: payloads[i]!, code: o.error.code });
+  });
+}
+
+async function submit(
+  client: TaskGridClient,
+  ledger: Ledger,
+  tag: string,
+  n: number,
+  batch = 10,
+): Promise<SubmitOutcome[]> {
+  const all: SubmitOutcome[] = [];
+  for (let i = 0; i < n; i += batch) {
+    const payloads = Array.from({ length: Math.min(batch, n - i) }, (_, k) => payload(tag, i + k));
+    const outcomes = await client.submitMany(payloads.map((p) => ({ type: 'reverse', payload: p })));
+    record(ledger, payloads, outcomes);
+    all.push(...outcomes);
+  }
+  return all;
+}
+
+/**
+ * After the fault: restart the dispatcher (SIGKILL first), check every acknowledged id completes
+ * with the right result, then read the store file itself.
+ */
+async function verify(t: TestContext, grid: Grid, ledger: Ledger, home: string) {
+  await grid.dispatcher.kill('SIGKILL');
+  await grid.startDispatcher(grid.dispatcherPort);
+  const client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+  let completed = 0;
+  let wrong = 0;
+  let lost = 0;
+  try {
+    const ids = [...ledger.acked.keys()];
+    const views = await client.wait(ids, { timeoutMs: 120_000 }).catch((err: unknown) => {
+      t.diagnostic(`wait failed: ${String(err)}`);
+      return [];
+    });
+    for (const v of views) {
+      const p = ledger.acked.get(v.id)!;
+      if (v.status === 'succeeded' && v.result === reversed(p)) completed++;
+      else if (v.status === 'succeeded' || v.status === 'failed') wrong++;
+      else lost++;
+    }
+    lost += ids.length - views.length;
+  } finally {
+    await client.close();
+  }
+  await grid.dispatcher.stop(5_000);
+  // The store itself: every acknowledged task once, no refused one.
+  const db = new Database(join(home, 'data', 'dispatcher.db'), { readonly: true });
+  const rows = db.prepare('SELECT id, payload FROM tasks').all() as { id: number; payload: string }[];
+  db.close();
+  const byPayload = new Map<string, number[]>();
+  for (const r of rows) byPayload.set(r.payload, [...(byPayload.get(r.payload) ?? []), r.id]);
+  const missing = [...ledger.acked].filter(([id, p]) => !byPayload.get(p)?.includes(id));
+  const duplicated = [...byPayload.values()].filter((ids) => ids.length > 1).length;
+  const refusedStored = ledger.refused.filter((r) => byPayload.has(r.payload));
+  return { completed, wrong, lost, missing, duplicated, refusedStored, stored: rows.length };
+}
+
+test(
+  'a full data directory: submits refused with TG_ERR_STORE while full, accepted once space is back, every acknowledged task stored and completed',
+  { timeout: 240_000 },
+  async (t) => {
+    const m = mountData(TMPFS_MB);
+    if ('skip' in m) {
+      t.skip(m.skip);
+      return;
+    }
+    const began = Date.now();
+    const { home, data } = m;
+    const ledger: Ledger = { acked: new Map(), refused: [] };
+    let grid: Grid | undefined;
+    let client: TaskGridClient | undefined;
+    try {
+      grid = await Grid.start({
+        env: { TASKGRID_HOME: home },
+        workers: [{ types: ['reverse'], concurrency: 8 }],
+      });
+      client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+      await submit(client, ledger, 'before', BEFORE, 50);
+      assert.equal(ledger.acked.size, BEFORE, 'all acknowledged while healthy');
+
+      // Fill the file system: write until ENOSPC.
+      const filler = join(data, 'filler');
+      const fd = openSync(filler, 'w');
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      try {
+        for (;;) writeSync(fd, chunk);
+      } catch (err) {
+        assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+      }
+      for (;;) {
+        try {
+          writeSync(fd, chunk, 0, 4096); // the last pages, page by page
+        } catch {
+          break;
+        }
+      }
+      closeSync(fd);
+
+      // Pages the store already holds (a WAL that restarted from its beginning) take writes
+      // without the file system: submit until the store needs a new page and refuses, then
+      // some more. What is acknowledged meanwhile is stored, and checked as such below.
+      const during: SubmitOutcome[] = [];
+      for (let round = 0; !during.some((o) => !o.ok) && round < 200; round++) {
+        during.push(...(await submit(client, ledger, `fill${round}`, 50, 50)));
+      }
+      during.push(...(await submit(client, ledger, 'full', DURING)));
+      const refusedFull = during.filter((o) => !o.ok) as {
+        ok: false;
+        error: { code: string; message: string };
+      }[];
+      t.diagnostic(
+        `while full: ${during.length - refusedFull.length} acknowledged, ${refusedFull.length} refused; first error: ${JSON.stringify(refusedFull[0]?.error)}`,
+      );
+      assert.ok(refusedFull.length > 0, 'a full data directory refuses submits');
+      for (const r of refusedFull) {
+        assert.equal(r.error.code, ErrorCode.STORE);
+        assert.match(r.error.message, /full|SQLITE_FULL/i);
+      }
+      assert.equal(grid.dispatcher.proc.exitCode, null, 'the dispatcher stays up while its disk is full');
+
+      unlinkSync(filler);
+      // The fault has cleared: the next submits are accepted (the first may still meet a
+      // transaction that failed just before).
+      const recovered = Date.now();
+      let probe: SubmitOutcome[] = [];
+      for (let i = 0; Date.now() - recovered < 20_000; i++) {
+        probe = await submit(client, ledger, `probe${i}`, 1);
+        if (probe[0]?.ok) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(probe[0]?.ok, 'submits are accepted again once space is back');
+      const afterOutcomes = await submit(client, ledger, 'after', AFTER, 50);
+      assert.ok(
+        afterOutcomes.every((o) => o.ok),
+        `every submit acknowledged after the fault: ${JSON.stringify(afterOutcomes.find((o) => !o.ok))}`,
+      );
+
+      const v = await verify(t, grid, ledger, home);
+      report({
+        scenario: 'storage-full',
+        submitted: ledger.acked.size + ledger.refused.length,
+        acknowledged: ledger.acked.size,
+        completed: v.completed,
+        lost: v.lost + v.missing.length,
+        wrong: v.wrong + v.refusedStored.length,
+        duplicated: v.duplicated,
+        faults: { tmpfsMb: TMPFS_MB, refusedWhileFull: refusedFull.length, dispatcherSigkills: 1 },
+        durationMs: Date.now() - began,
+        notes: `data dir a ${TMPFS_MB} MiB tmpfs filled to ENOSPC while running; refusals are TG_ERR_STORE (SQLITE_FULL)`,
+      });
+      assert.deepEqual(v.missing, [], 'every acknowledged task is in the store');
+      assert.equal(v.duplicated, 0);
+      assert.deepEqual(v.refusedStored, [], 'no refused submit is in the store');
+      assert.equal(v.lost, 0);
+      assert.equal(v.wrong, 0);
+      assert.equal(v.completed, ledger.acked.size);
+      assert.equal(v.stored, ledger.acked.size);
+    } finally {
+      await client?.close();
+      await grid?.stop();
+      unmount(home, data);
+    }
+  },
+);
+
+test(
+  'a read-only data directory: the dispatcher refuses to run with TG_ERR_STORE, nothing is acknowledged, and a dispatcher on the read-write directory completes every acknowledged task',
+  { timeout: 240_000 },
+  async (t) => {
+    const m = mountData(64);
+    if ('skip' in m) {
+      t.skip(m.skip);
+      return;
+    }
+    const began = Date.now();
+    const { home, data } = m;
+    const ledger: Ledger = { acked: new Map(), refused: [] };
+    let grid: Grid | undefined;
+    let client: TaskGridClient | undefined;
+    try {
+      grid = await Grid.start({
+        env: { TASKGRID_HOME: home },
+        workers: [{ types: ['reverse'], concurrency: 8 }],
+      });
+      client = await TaskGridClient.connect({
+        nameservers: [{ host: '127.0.0.1', port: grid.nsPort }],
+        requestTimeoutMs: 1_000,
+        submitTimeoutMs: 1_500,
+      });
+      await submit(client, ledger, 'before', BEFORE, 50);
+      assert.equal(ledger.acked.size, BEFORE, 'all acknowledged while healthy');
+
+      // The dispatcher dies with tasks in flight; its data directory becomes read-only.
+      await grid.dispatcher.kill('SIGKILL');
+      execFileSync('mount', ['-o', 'remount,ro', data], { stdio: 'pipe' });
+
+      // A dispatcher started on it refuses to run, with the store's error.
+      let refusedStart = '';
+      await assert.rejects(grid.startDispatcher(grid.dispatcherPort), (err: Error) => {
+        refusedStart = err.message;
+        return true;
+      });
+      t.diagnostic(`dispatcher on a read-only data dir: ${refusedStart.slice(0, 300)}`);
+      assert.match(
+        refusedStart,
+        /TG_ERR_STORE: task store: opening .*dispatcher\.db \(the data directory .* is on a read-only file system\) failed/,
+      );
+      assert.notEqual(await grid.dispatcher.exited, 0, 'it exits with a failure status');
+
+      // Submits meanwhile are not acknowledged.
+      const during = await submit(client, ledger, 'readonly', DURING);
+      assert.ok(
+        during.every((o) => !o.ok),
+        'nothing is acknowledged while the store cannot be written',
+      );
+      for (const o of during)
+        if (!o.ok)
+          assert.ok([ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT].includes(o.error.code as never), o.error.code);
+
+      // The fault clears: remounted read-write, a dispatcher runs again on the same port.
+      execFileSync('mount', ['-o', 'remount,rw', data], { stdio: 'pipe' });
+      await grid.startDispatcher(grid.dispatcherPort);
+      await client.close();
+      client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+      const afterOutcomes = await submit(client, ledger, 'after', AFTER, 50);
+      assert.ok(
+        afterOutcomes.every((o) => o.ok),
+        `every submit acknowledged after the fault: ${JSON.stringify(afterOutcomes.find((o) => !o.ok))}`,
+      );
+
+      const v = await verify(t, grid, ledger, home);
+      report({
+        scenario: 'storage-readonly',
+        submitted: ledger.acked.size + ledger.refused.length,
+        acknowledged: ledger.acked.size,
+        completed: v.completed,
+        lost: v.lost + v.missing.length,
+        wrong: v.wrong + v.refusedStored.length,
+        duplicated: v.duplicated,
+        faults: { remountRo: 1, refusedWhileReadOnly: during.length, dispatcherSigkills: 2 },
+        durationMs: Date.now() - began,
+        notes:
+          'data dir tmpfs remounted read-only between dispatcher runs; the dispatcher exits with TG_ERR_STORE',
+      });
+      assert.deepEqual(v.missing, [], 'every acknowledged task is in the store');
+      assert.equal(v.duplicated, 0);
+      assert.deepEqual(v.refusedStored, [], 'no refused submit is in the store');
+      assert.equal(v.lost, 0);
+      assert.equal(v.wrong, 0);
+      assert.equal(v.completed, ledger.acked.size);
+      assert.equal(v.stored, ledger.acked.size);
+    } finally {
+      await client?.close();
+      await grid?.stop();
+      try {
+        execFileSync('mount', ['-o', 'remount,rw', data], { stdio: 'pipe' });
+      } catch {
+        // already read-write
+      }
+      unmount(home, data);
+    }
+  },
+);
