@@ -13,17 +13,18 @@
  * drops (machine-wide), writes bench/results/transport-<time>.json and ends with one line a
  * script can read. BENCH_PEER_PROFILE=<dir> runs the far side under `node --cpu-prof`.
  */
-import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { createUdpTransport } from '../src/transport/index.ts';
+import { pct as pctOf, summary as stats, fmt as f } from './lib/stats.ts';
 import {
-  createUdpTransport,
-  type Endpoint,
-  type PeerAddress,
-  type TransportCounters,
-} from '../src/transport/index.ts';
+  rawPingPong,
+  rawSocket,
+  rawWindowed,
+  rrSequential,
+  rrWindowed,
+  startTransportPeer,
+} from './lib/transport.ts';
 
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -47,14 +48,8 @@ const RR_WINDOWS = (flag('--windows') ?? '100,1000').split(',').map(Number);
 const RR_TOTAL = quick ? 50_000 : 200_000;
 const root = fileURLToPath(new URL('..', import.meta.url));
 
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-function stats(values: number[]) {
-  const s = [...values].sort((a, b) => a - b);
-  return { median: pct(s, 50), min: s[0]!, max: s[s.length - 1]! };
-}
+/** Percentile `p` (0..100) of sorted samples. */
+const pct = (sorted: number[], p: number): number => pctOf(sorted, p / 100);
 
 /** The kernel's UDP receive-buffer drops so far (machine-wide; Linux only). */
 function rcvbufErrors(): number {
@@ -70,103 +65,13 @@ function rcvbufErrors(): number {
   }
 }
 
-async function rawSocket(): Promise<dgram.Socket> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  s.setRecvBufferSize(4 * 1024 * 1024);
-  s.setSendBufferSize(4 * 1024 * 1024);
-  return s;
-}
-
-const RAW_MSG = Buffer.from('{"k":"get-result","id":1,"b":{"ids":[1]}}');
-
-/** Sequential raw round trips: latency of one datagram there and back. */
-async function rawPingPong(s: dgram.Socket, port: number, n: number): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = process.hrtime.bigint();
-    await new Promise<void>((resolve) => {
-      s.once('message', () => resolve());
-      s.send(RAW_MSG, port, '127.0.0.1');
-    });
-    times.push(Number(process.hrtime.bigint() - t0) / 1000);
-  }
-  return times;
-}
-
-/** Raw windowed echo: messages a second with `window` in flight (no loss handling). */
-async function rawWindowed(s: dgram.Socket, port: number, total: number, window: number): Promise<number> {
-  let sent = 0;
-  let got = 0;
-  const t0 = process.hrtime.bigint();
-  await new Promise<void>((resolve) => {
-    const onMessage = () => {
-      got++;
-      if (got >= total * 0.99) {
-        s.off('message', onMessage);
-        clearInterval(refill);
-        resolve();
-      } else if (sent < total) {
-        sent++;
-        s.send(RAW_MSG, port, '127.0.0.1');
-      }
-    };
-    s.on('message', onMessage);
-    // Datagrams lost to buffer overflow would stall a fixed window; top it up.
-    const refill = setInterval(() => {
-      const missing = Math.min(window - (sent - got), total - sent);
-      for (let i = 0; i < missing; i++, sent++) s.send(RAW_MSG, port, '127.0.0.1');
-    }, 5);
-    for (; sent < window; sent++) s.send(RAW_MSG, port, '127.0.0.1');
-  });
-  return got / (Number(process.hrtime.bigint() - t0) / 1e9);
-}
-
-async function rrSequential(c: Endpoint, peer: PeerAddress, n: number): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = process.hrtime.bigint();
-    await c.request(peer, 'get-result', { ids: [i + 1] });
-    times.push(Number(process.hrtime.bigint() - t0) / 1000);
-  }
-  return times;
-}
-
-/** Requests a second with `window` callers, each sending its next request when answered. */
-async function rrWindowed(c: Endpoint, peer: PeerAddress, total: number, window: number): Promise<number> {
-  let next = 0;
-  const t0 = process.hrtime.bigint();
-  const worker = async () => {
-    while (next < total) {
-      next++;
-      await c.request(peer, 'get-result', { ids: [next] });
-    }
-  };
-  await Promise.all(Array.from({ length: window }, worker));
-  return total / (Number(process.hrtime.bigint() - t0) / 1e9);
-}
-
 // BENCH_PEER_PROFILE=dir profiles the far side too (node --cpu-prof).
 const profile = process.env.BENCH_PEER_PROFILE
   ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PEER_PROFILE}`]
   : [];
-const peerProc = spawn(process.execPath, [...profile, '--import', 'tsx', 'bench/transport-peer.ts', secret], {
-  cwd: root,
-  stdio: ['pipe', 'pipe', 'inherit'],
-});
-const peerLines = createInterface({ input: peerProc.stdout });
-const peerWaiters: ((v: Record<string, unknown>) => void)[] = [];
-peerLines.on('line', (l) => peerWaiters.shift()?.(JSON.parse(l) as Record<string, unknown>));
-function peerLine(): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => peerWaiters.push(resolve));
-}
-async function peerCounters(): Promise<{ counters: TransportCounters; cpu: NodeJS.CpuUsage }> {
-  const line = peerLine();
-  peerProc.stdin.write('counters\n');
-  return (await line) as { counters: TransportCounters; cpu: NodeJS.CpuUsage };
-}
-
-const ports = (await peerLine()) as { raw: number; endpoint: number };
+const peerProc = await startTransportPeer(secret, profile);
+const peerCounters = () => peerProc.counters();
+const ports = { raw: peerProc.raw, endpoint: peerProc.endpoint };
 const sock = await rawSocket();
 const client = await createUdpTransport({ host: '127.0.0.1', port: 0, secret: secret || undefined });
 const peer = { host: '127.0.0.1', port: ports.endpoint };
@@ -248,11 +153,9 @@ const counters = client.counters();
 const rcvbufAfter = rcvbufErrors();
 await client.close();
 sock.close();
-peerProc.stdin.end();
-peerProc.kill('SIGTERM');
+peerProc.stop();
 
 const summary = Object.fromEntries(Object.entries(rounds).map(([k, v]) => [k, stats(v)]));
-const f = (x: number) => (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(2));
 console.log(
   `transport benchmark (${quick ? 'quick' : 'full'}, ${ROUNDS} rounds, ${secret ? 'signed' : 'unsigned'}; median [min..max])`,
 );
