@@ -92,14 +92,12 @@ export const SQLITE_DEFAULTS = {
   /** Keeps the WAL file from staying huge after a burst (it is reset after checkpoints). */
   journalSizeLimit: 64 * 1024 * 1024,
   /**
-   * WAL pages between automatic checkpoints (SQLite's default is 1,000). A checkpoint costs
-   * two fsyncs plus the distinct pages it copies, and a queue rewrites the same few pages over
-   * and over, so ten times fewer checkpoints cost about ten times less: measured with
-   * bench/profile-dispatcher.ts, a quarter less CPU per single-task round trip and its p99 from
-   * about 24 ms to 5-9 ms (the checkpoint stalls the event loop). The WAL then reaches about
-   * 80 MB between checkpoints (8 KiB pages); recovery after a crash replays it at start.
+   * WAL pages between automatic checkpoints: SQLite's default. 10,000 measured better (a
+   * checkpoint's cost is mostly its fsyncs; round-trip p99 about 24 -> 5-9 ms, see
+   * docs/PERFORMANCE.md) but let the WAL reach about 80 MB, which stalled a dispatcher on a
+   * 64 MiB data disk that 1,000 pages serve (test/chaos/storage.test.ts at full scale).
    */
-  walAutocheckpointPages: 10_000,
+  walAutocheckpointPages: 1_000,
   /** Another process holding the file: fail at start after this long rather than hang. */
   busyTimeoutMs: 1_000,
 } as const;
