@@ -22,7 +22,7 @@ import { test, type TestContext } from 'node:test';
 import Database from 'better-sqlite3';
 import { TaskGridClient, type SubmitOutcome } from '../../src/client/index.ts';
 import { ErrorCode } from '../../src/errors.ts';
-import { report, scale } from '../support/chaos.ts';
+import { report, scale, type ChaosReport } from '../support/chaos.ts';
 import { Grid } from '../support/grid.ts';
 
 const BEFORE = scale(100, 2_000);
@@ -139,6 +139,46 @@ async function verify(t: TestContext, grid: Grid, ledger: Ledger, home: string) 
   return { completed, wrong, lost, missing, duplicated, refusedStored, stored: rows.length };
 }
 
+/**
+ * The fault has cleared: AFTER more submits must all be acknowledged; then {@link verify}, the
+ * scenario's report, and the checks that nothing acknowledged was lost, doubled or wrong and
+ * nothing refused was stored.
+ */
+async function afterFault(
+  t: TestContext,
+  grid: Grid,
+  client: TaskGridClient,
+  ledger: Ledger,
+  home: string,
+  scenario: Pick<ChaosReport, 'scenario' | 'faults' | 'notes'> & { began: number },
+): Promise<void> {
+  const afterOutcomes = await submit(client, ledger, 'after', AFTER, 50);
+  assert.ok(
+    afterOutcomes.every((o) => o.ok),
+    `every submit acknowledged after the fault: ${JSON.stringify(afterOutcomes.find((o) => !o.ok))}`,
+  );
+  const v = await verify(t, grid, ledger, home);
+  report({
+    scenario: scenario.scenario,
+    submitted: ledger.acked.size + ledger.refused.length,
+    acknowledged: ledger.acked.size,
+    completed: v.completed,
+    lost: v.lost + v.missing.length,
+    wrong: v.wrong + v.refusedStored.length,
+    duplicated: v.duplicated,
+    faults: scenario.faults,
+    durationMs: Date.now() - scenario.began,
+    ...(scenario.notes !== undefined ? { notes: scenario.notes } : {}),
+  });
+  assert.deepEqual(v.missing, [], 'every acknowledged task is in the store');
+  assert.equal(v.duplicated, 0);
+  assert.deepEqual(v.refusedStored, [], 'no refused submit is in the store');
+  assert.equal(v.lost, 0);
+  assert.equal(v.wrong, 0);
+  assert.equal(v.completed, ledger.acked.size);
+  assert.equal(v.stored, ledger.acked.size);
+}
+
 test(
   'a full data directory: submits refused with TG_ERR_STORE while full, accepted once space is back, every acknowledged task stored and completed',
   { timeout: 240_000 },
@@ -213,32 +253,12 @@ test(
         await new Promise((r) => setTimeout(r, 200));
       }
       assert.ok(probe[0]?.ok, 'submits are accepted again once space is back');
-      const afterOutcomes = await submit(client, ledger, 'after', AFTER, 50);
-      assert.ok(
-        afterOutcomes.every((o) => o.ok),
-        `every submit acknowledged after the fault: ${JSON.stringify(afterOutcomes.find((o) => !o.ok))}`,
-      );
-
-      const v = await verify(t, grid, ledger, home);
-      report({
+      await afterFault(t, grid, client, ledger, home, {
         scenario: 'storage-full',
-        submitted: ledger.acked.size + ledger.refused.length,
-        acknowledged: ledger.acked.size,
-        completed: v.completed,
-        lost: v.lost + v.missing.length,
-        wrong: v.wrong + v.refusedStored.length,
-        duplicated: v.duplicated,
         faults: { tmpfsMb: TMPFS_MB, refusedWhileFull: refusedFull.length, dispatcherSigkills: 1 },
-        durationMs: Date.now() - began,
         notes: `data dir a ${TMPFS_MB} MiB tmpfs filled to ENOSPC while running; refusals are TG_ERR_STORE (SQLITE_FULL)`,
+        began,
       });
-      assert.deepEqual(v.missing, [], 'every acknowledged task is in the store');
-      assert.equal(v.duplicated, 0);
-      assert.deepEqual(v.refusedStored, [], 'no refused submit is in the store');
-      assert.equal(v.lost, 0);
-      assert.equal(v.wrong, 0);
-      assert.equal(v.completed, ledger.acked.size);
-      assert.equal(v.stored, ledger.acked.size);
     } finally {
       await client?.close();
       await grid?.stop();
@@ -306,33 +326,13 @@ test(
       await grid.startDispatcher(grid.dispatcherPort);
       await client.close();
       client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
-      const afterOutcomes = await submit(client, ledger, 'after', AFTER, 50);
-      assert.ok(
-        afterOutcomes.every((o) => o.ok),
-        `every submit acknowledged after the fault: ${JSON.stringify(afterOutcomes.find((o) => !o.ok))}`,
-      );
-
-      const v = await verify(t, grid, ledger, home);
-      report({
+      await afterFault(t, grid, client, ledger, home, {
         scenario: 'storage-readonly',
-        submitted: ledger.acked.size + ledger.refused.length,
-        acknowledged: ledger.acked.size,
-        completed: v.completed,
-        lost: v.lost + v.missing.length,
-        wrong: v.wrong + v.refusedStored.length,
-        duplicated: v.duplicated,
         faults: { remountRo: 1, refusedWhileReadOnly: during.length, dispatcherSigkills: 2 },
-        durationMs: Date.now() - began,
         notes:
           'data dir tmpfs remounted read-only between dispatcher runs; the dispatcher exits with TG_ERR_STORE',
+        began,
       });
-      assert.deepEqual(v.missing, [], 'every acknowledged task is in the store');
-      assert.equal(v.duplicated, 0);
-      assert.deepEqual(v.refusedStored, [], 'no refused submit is in the store');
-      assert.equal(v.lost, 0);
-      assert.equal(v.wrong, 0);
-      assert.equal(v.completed, ledger.acked.size);
-      assert.equal(v.stored, ledger.acked.size);
     } finally {
       await client?.close();
       await grid?.stop();
