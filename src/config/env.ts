@@ -33,7 +33,6 @@ export const DEFAULTS = {
   /** Loopback outside containers: nothing is reachable from other machines until asked for. */
   bind: '127.0.0.1',
   logLevel: 'info',
-  datagramBudget: LIMITS.datagramBudget,
   maxMessageBytes: LIMITS.maxMessageBytes,
   allowLegacy: false,
   /** Shortest cluster secret accepted: an HMAC key shorter than this is guessable. */
@@ -154,7 +153,11 @@ export interface Config {
   /** IP address to bind (0.0.0.0 and :: bind every interface). */
   readonly bind: string;
   readonly logLevel: LogLevel;
-  readonly datagramBudget: number;
+  /**
+   * TASKGRID_DATAGRAM_BUDGET; undefined = by the bound address: 60,000 bytes on loopback, 1,200
+   * otherwise (src/protocol/address.ts).
+   */
+  readonly datagramBudget: number | undefined;
   readonly maxMessageBytes: number;
   /** Whether TaskGrid+ (legacy JSON) messages are understood. */
   readonly allowLegacy: boolean;
@@ -633,9 +636,9 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
     `not a log level (expected one of ${LOG_LEVELS.join(', ')})`,
   );
 
-  const datagramBudget = setting<number>(
+  const datagramBudget = setting<number | undefined>(
     'datagramBudget',
-    DEFAULTS.datagramBudget,
+    undefined,
     (v) => integerResult(v, BOUNDS.datagramBudget.min, BOUNDS.datagramBudget.max),
     `not a datagram budget (expected an integer number of bytes ${BOUNDS.datagramBudget.min}-${BOUNDS.datagramBudget.max})`,
   );

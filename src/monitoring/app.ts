@@ -23,6 +23,7 @@ import { findProjectRoot } from '../config/env.ts';
 import type { WorkerTypeEntry } from '../config/workers.ts';
 import { BusyError, ErrorCode, TaskGridError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
+import { isLoopbackHost } from '../protocol/address.ts';
 import type { Instance, TaskView, WorkerStats } from '../protocol/messages.ts';
 import { systemClock, type Clock } from '../transport/types.ts';
 import { EventHub } from './events.ts';
@@ -120,11 +121,7 @@ const CONTENT_SECURITY_POLICY = [
   "frame-ancestors 'none'",
 ].join('; ');
 
-/** True for addresses that only this machine can reach. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
+export { isLoopbackHost };
 
 function sameToken(given: string, expected: string): boolean {
   // Digests have equal lengths, so the comparison takes the same time whatever was sent.

@@ -8,6 +8,12 @@ export const PROTOCOL_VERSION = 1;
 export const LIMITS = {
   /** Largest datagram a component sends, headers and signature included (below common MTUs). */
   datagramBudget: 1200,
+  /**
+   * The same for a socket bound to loopback (local mode: every component on one machine):
+   * loopback carries 64 KiB datagrams whole, and 50 times fewer datagrams cost measurably less
+   * CPU per task (docs/PERFORMANCE.md, "Datagrams on loopback").
+   */
+  loopbackDatagramBudget: 60_000,
   /** Smallest datagram budget accepted by configuration. */
   minDatagramBudget: 256,
   /** Largest datagram budget accepted by configuration (the UDP/IPv4 payload limit). */

@@ -27,6 +27,7 @@ import {
   TimeoutError,
   TooLargeError,
 } from '../errors.ts';
+import { defaultDatagramBudget } from '../protocol/address.ts';
 import { DatagramSigner, ReplayFilter, TRAILER_BYTES } from '../protocol/auth.ts';
 import {
   envelopePrefix,
@@ -97,7 +98,11 @@ export interface EndpointOptions {
   allowUnsignedRaw?: boolean;
   clock?: Clock;
   random?: () => number;
-  datagramBudget?: number;
+  /**
+   * Largest datagram sent, headers and signature included. Default: {@link LIMITS.datagramBudget},
+   * or {@link LIMITS.loopbackDatagramBudget} when the link is bound to a loopback address.
+   */
+  datagramBudget?: number | undefined;
   maxMessageBytes?: number;
   requestTimeoutMs?: number;
   initialRtoMs?: number;
@@ -287,8 +292,11 @@ export class Endpoint implements Transport {
   readonly #replay: ReplayFilter | undefined;
   readonly #allowUnsignedRaw: boolean;
   readonly #o: Required<
-    Omit<EndpointOptions, 'secret' | 'clock' | 'random' | 'onHandlerError' | 'allowUnsignedRaw'>
-  >;
+    Omit<
+      EndpointOptions,
+      'secret' | 'clock' | 'random' | 'onHandlerError' | 'allowUnsignedRaw' | 'datagramBudget'
+    >
+  > & { datagramBudget: number };
   readonly #onHandlerError: EndpointOptions['onHandlerError'];
   readonly #counters = newCounters();
   readonly #handlers = new Map<string, RequestHandler<RequestKind>>();
@@ -329,7 +337,7 @@ export class Endpoint implements Transport {
     this.#random = options.random ?? Math.random;
     this.#timers = new TimerQueue(this.#clock);
     this.#o = {
-      datagramBudget: options.datagramBudget ?? LIMITS.datagramBudget,
+      datagramBudget: options.datagramBudget ?? defaultDatagramBudget(link.local.host),
       maxMessageBytes: options.maxMessageBytes ?? LIMITS.maxMessageBytes,
       requestTimeoutMs: options.requestTimeoutMs ?? TIMING.requestTimeoutMs,
       initialRtoMs: options.initialRtoMs ?? TIMING.initialRtoMs,

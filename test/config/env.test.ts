@@ -49,7 +49,7 @@ test('an empty environment gives the documented defaults', () => {
     advertisePort: undefined,
     bind: '127.0.0.1',
     logLevel: 'info',
-    datagramBudget: 1200,
+    datagramBudget: undefined,
     maxMessageBytes: 1024 * 1024,
     allowLegacy: false,
     workerConcurrency: undefined,
@@ -58,10 +58,16 @@ test('an empty environment gives the documented defaults', () => {
   });
 });
 
-test('the datagram and message defaults are the protocol limits', async () => {
+test('the message default is the protocol limit; the datagram budget follows the bound address', async () => {
   const { LIMITS } = await import('../../src/protocol/limits.ts');
-  assert.equal(DEFAULTS.datagramBudget, LIMITS.datagramBudget);
+  const { defaultDatagramBudget } = await import('../../src/protocol/address.ts');
   assert.equal(DEFAULTS.maxMessageBytes, LIMITS.maxMessageBytes);
+  assert.equal(defaultDatagramBudget('127.0.0.1'), LIMITS.loopbackDatagramBudget);
+  assert.equal(defaultDatagramBudget('127.3.0.9'), LIMITS.loopbackDatagramBudget);
+  assert.equal(defaultDatagramBudget('::1'), LIMITS.loopbackDatagramBudget);
+  assert.equal(defaultDatagramBudget('0.0.0.0'), LIMITS.datagramBudget);
+  assert.equal(defaultDatagramBudget('::'), LIMITS.datagramBudget);
+  assert.equal(defaultDatagramBudget('10.1.2.3'), LIMITS.datagramBudget);
 });
 
 // Each variable: values it accepts (with what they become) and values it rejects.

@@ -1,16 +1,26 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LIMITS } from '../../src/protocol/limits.ts';
 import { createUdpTransport } from '../../src/transport/index.ts';
 import { startTs } from '../support/process.ts';
 import { transportConformance } from './transport.case.ts';
 
+// The internet-sized budget, so that the fragment machinery is what crosses the lossy relay
+// (loopback-bound endpoints otherwise send datagrams of up to 60,000 bytes; see below).
+const BUDGET = { datagramBudget: LIMITS.datagramBudget };
+
 transportConformance(
   'real UDP on loopback through a lossy relay process',
   async ({ faults, client, server }) => {
-    const s = await createUdpTransport({ host: '127.0.0.1', port: 0, ...server });
-    const c = await createUdpTransport({ host: '127.0.0.1', port: 0, ...client });
+    const s = await createUdpTransport({ host: '127.0.0.1', port: 0, ...BUDGET, ...server });
+    const c = await createUdpTransport({ host: '127.0.0.1', port: 0, ...BUDGET, ...client });
     let serverAddr = s.address;
     let stopRelay = async () => {};
     if (faults) {
-      const relay = startTs('test/support/relay-process.ts', [`127.0.0.1:${s.address.port}`, JSON.stringify(faults)]);
+      const relay = startTs('test/support/relay-process.ts', [
+        `127.0.0.1:${s.address.port}`,
+        JSON.stringify(faults),
+      ]);
       const { port } = await relay.nextJson<{ port: number }>((v) => 'port' in v);
       serverAddr = { host: '127.0.0.1', port };
       stopRelay = () => relay.stop();
@@ -28,3 +38,27 @@ transportConformance(
   },
   { stress: 10_000 },
 );
+
+test('an endpoint bound to loopback sends a 30 kB message in one datagram; one bound to every interface fragments it', async () => {
+  const server = await createUdpTransport({ host: '127.0.0.1', port: 0 });
+  const local = await createUdpTransport({ host: '127.0.0.1', port: 0 });
+  const wide = await createUdpTransport({ host: '0.0.0.0', port: 0 });
+  try {
+    const payload = 'p'.repeat(30_000);
+    server.handle('submit', ({ tasks }) => ({ results: tasks.map((_, i) => ({ id: i + 1 })) }));
+    for (const client of [local, wide]) {
+      const reply = await client.request(server.address, 'submit', { tasks: [{ type: 'reverse', payload }] });
+      assert.deepEqual(reply.results, [{ id: 1 }]);
+    }
+    assert.equal(local.counters().fragmentsOut, 0, 'loopback: no fragments');
+    assert.equal(local.counters().datagramsOut, 1, 'loopback: the request is one datagram');
+    assert.ok(
+      wide.counters().fragmentsOut >= Math.ceil(30_000 / LIMITS.datagramBudget),
+      `every interface: fragments of at most ${LIMITS.datagramBudget} bytes (${wide.counters().fragmentsOut})`,
+    );
+  } finally {
+    await local.close();
+    await wide.close();
+    await server.close();
+  }
+});
