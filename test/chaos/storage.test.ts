@@ -3,19 +3,35 @@
  * data directory is a small tmpfs that the test mounts itself:
  * - full: a filler file takes every free byte while the dispatcher runs; submits must then be
  *   refused with TG_ERR_STORE, and once the filler is gone, accepted again;
- * - read-only: the data directory is remounted read-only while the dispatcher is down (Linux
- *   refuses to remount a file system read-only while a process holds a file open for writing),
- *   so the dispatcher that starts on it must refuse to run with TG_ERR_STORE; once remounted
- *   read-write, a new dispatcher takes over.
+ * - read-only between runs: the data directory is remounted read-only while the dispatcher is
+ *   down (Linux refuses to remount a file system read-only while a process holds a file open for
+ *   writing), so the dispatcher that starts on it must refuse to run with TG_ERR_STORE; once
+ *   remounted read-write, a new dispatcher takes over;
+ * - read-only under a running dispatcher: as a remount cannot do that, strace makes every
+ *   pwrite64 of the running dispatcher fail with EROFS, exactly what a read-only file system
+ *   answers (SQLite writes its WAL and database with pwrite64; logs and UDP do not use it).
+ *   Submits must be refused with TG_ERR_STORE meanwhile, results of tasks that end meanwhile
+ *   re-sent by their worker, and once strace has detached, submits accepted again.
  * Either way nothing may be acknowledged that is not stored: afterwards (the fault cleared, and
  * the dispatcher killed with SIGKILL and restarted), every acknowledged id is in the store once
  * and completes with the right result, and no refused submit is in the store.
  *
- * Mounting needs root (CAP_SYS_ADMIN); where it is not permitted the tests skip, saying so.
+ * Mounting needs root (CAP_SYS_ADMIN), strace needs ptrace permission (root or
+ * CAP_SYS_PTRACE); where either is missing or not permitted, its tests skip, saying so.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, closeSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import {
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -60,6 +76,84 @@ function unmount(home: string, data: string): void {
   rmSync(home, { recursive: true, force: true });
 }
 
+/** The tracer of every thread of `pid` (0: none), from /proc; threads that exit meanwhile are left out. */
+function tracers(pid: number): Set<number> {
+  const out = new Set<number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      out.add(Number(/^TracerPid:\s*(\d+)/m.exec(status)?.[1] ?? 0));
+    } catch {
+      // the thread has exited
+    }
+  }
+  return out;
+}
+
+/**
+ * Makes every pwrite64 of process `pid` (all its threads) fail with EROFS, as on a read-only file
+ * system, until {@link stopInjecting}: strace, started as a child of the test, attached to `pid`.
+ * Resolves once strace traces every thread, or with why it cannot (no strace, no ptrace
+ * permission).
+ */
+async function injectErofs(pid: number): Promise<{ strace: ChildProcess } | { skip: string }> {
+  const strace = spawn(
+    'strace',
+    [
+      '-qq',
+      '-o',
+      '/dev/null',
+      '-f',
+      '-e',
+      'trace=pwrite64',
+      '-e',
+      'inject=pwrite64:error=EROFS',
+      '-p',
+      String(pid),
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  strace.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  let failed: Error | undefined;
+  strace.once('error', (err) => (failed = err));
+  const began = Date.now();
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 50));
+    if (failed !== undefined) {
+      return {
+        skip:
+          (failed as NodeJS.ErrnoException).code === 'ENOENT'
+            ? 'strace is not installed (apt-get install strace)'
+            : `strace could not be started: ${String(failed)}`,
+      };
+    }
+    if (strace.exitCode !== null || strace.signalCode !== null) {
+      return {
+        skip: `strace could not attach to the dispatcher (needs ptrace permission: root or CAP_SYS_PTRACE): ${stderr.trim() || `exit ${strace.exitCode ?? strace.signalCode}`}`,
+      };
+    }
+    const by = tracers(pid);
+    if (by.size === 1 && by.has(strace.pid!)) return { strace };
+    if (Date.now() - began > 20_000) {
+      await stopInjecting(strace);
+      throw new Error(
+        `strace did not attach to every thread of ${pid} in 20 s (tracers ${[...by].join(', ')}): ${stderr}`,
+      );
+    }
+  }
+}
+
+/** Stops strace (SIGTERM to that child only: it detaches, the traced process runs on) and waits for it to exit. */
+async function stopInjecting(strace: ChildProcess): Promise<void> {
+  if (strace.exitCode !== null || strace.signalCode !== null) return;
+  const exited = new Promise((r) => strace.once('exit', r));
+  strace.kill('SIGTERM');
+  const t = setTimeout(() => strace.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
 /** Reversed payloads are the right results of `reverse` (ASCII only here). */
 const reversed = (s: string): string => s.split('').reverse().join('');
 
@@ -71,6 +165,8 @@ function payload(tag: string, i: number): string {
 interface Ledger {
   acked: Map<number, string>;
   refused: { payload: string; code: string }[];
+  /** Right results of acknowledged tasks that are not `reverse`, by id. */
+  expected?: Map<number, string>;
 }
 
 function record(ledger: Ledger, payloads: string[], outcomes: SubmitOutcome[]): void {
@@ -118,7 +214,7 @@ async function verify(t: TestContext, grid: Grid, ledger: Ledger, home: string) 
     });
     for (const v of views) {
       const p = ledger.acked.get(v.id)!;
-      if (v.status === 'succeeded' && v.result === reversed(p)) completed++;
+      if (v.status === 'succeeded' && v.result === (ledger.expected?.get(v.id) ?? reversed(p))) completed++;
       else if (v.status === 'succeeded' || v.status === 'failed') wrong++;
       else lost++;
     }
@@ -342,6 +438,144 @@ test(
         // already read-write
       }
       unmount(home, data);
+    }
+  },
+);
+
+/** `wait` tasks of this many seconds end while the data directory is read-only. */
+const WAIT_S = 5;
+const WAITS = 8;
+
+test(
+  'a data directory that turns read-only under a running dispatcher: submits refused with TG_ERR_STORE, nothing acknowledged that is not stored, accepted again once writable, every acknowledged task completed',
+  { timeout: 240_000 },
+  async (t) => {
+    const began = Date.now();
+    // No tmpfs needed: the fault is injected into the dispatcher's writes, not the file system.
+    const home = mkdtempSync(join(tmpdir(), 'taskgrid-chaos-storage-'));
+    mkdirSync(join(home, 'data'));
+    const ledger: Ledger = { acked: new Map(), refused: [], expected: new Map() };
+    let grid: Grid | undefined;
+    let client: TaskGridClient | undefined;
+    let strace: ChildProcess | undefined;
+    try {
+      grid = await Grid.start({
+        env: { TASKGRID_HOME: home },
+        workers: [
+          { types: ['reverse'], concurrency: 8 },
+          { types: ['wait'], concurrency: WAITS },
+        ],
+      });
+      client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+      await submit(client, ledger, 'before', BEFORE, 50);
+      assert.equal(ledger.acked.size, BEFORE, 'all acknowledged while healthy');
+
+      // Tasks that end while the directory is read-only: their results must not be lost.
+      const waits = Array.from({ length: WAITS }, (_, i) => String(WAIT_S + (i + 1) / 1000));
+      const waitOutcomes = await client.submitMany(waits.map((p) => ({ type: 'wait', payload: p })));
+      waitOutcomes.forEach((o, i) => {
+        assert.ok(o.ok, `wait task acknowledged: ${JSON.stringify(o)}`);
+        ledger.acked.set(o.id, waits[i]!);
+        ledger.expected!.set(o.id, `waited ${waits[i]!}s`);
+      });
+      const waitIds = waitOutcomes.map((o) => (o.ok ? o.id : 0));
+      for (const since = Date.now(); ;) {
+        const views = await Promise.all(waitIds.map((id) => client!.result(id)));
+        if (views.every((v) => v.status === 'running')) break;
+        assert.ok(
+          Date.now() - since < 30_000,
+          `wait tasks running: ${views.map((v) => v.status).join(', ')}`,
+        );
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const waitsRunning = Date.now();
+
+      // The data directory turns read-only: every write of the dispatcher fails with EROFS.
+      const injected = await injectErofs(grid.dispatcher.pid);
+      if ('skip' in injected) {
+        t.skip(injected.skip);
+        return;
+      }
+      strace = injected.strace;
+      const attachedAfterMs = Date.now() - waitsRunning;
+      // Attached means traced: the next write fails. Probe until a submit is refused (what
+      // was acknowledged before is stored, and checked as such below).
+      let probe: SubmitOutcome[] = [];
+      for (let i = 0; Date.now() - waitsRunning < 30_000; i++) {
+        probe = await submit(client, ledger, `attach${i}`, 1);
+        if (!probe[0]?.ok) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(!probe[0]?.ok, 'a submit is refused once strace is attached');
+
+      const during = await submit(client, ledger, 'readonly', DURING);
+      const refused = during.filter((o) => !o.ok) as {
+        ok: false;
+        error: { code: string; message: string };
+      }[];
+      t.diagnostic(
+        `strace attached ${attachedAfterMs} ms after the wait tasks started; while read-only: ${during.length - refused.length} acknowledged, ${refused.length} refused; first error: ${JSON.stringify(refused[0]?.error)}`,
+      );
+      assert.equal(
+        refused.length,
+        during.length,
+        'nothing is acknowledged while the store cannot be written',
+      );
+      for (const r of refused) {
+        assert.equal(r.error.code, ErrorCode.STORE);
+        assert.match(r.error.message, /SQLITE_(IOERR|READONLY)/);
+        assert.match(r.error.message, /read-only|data directory/, 'the error says what to look at');
+      }
+      assert.equal(grid.dispatcher.proc.exitCode, null, 'the dispatcher stays up while it cannot write');
+
+      // The wait tasks end meanwhile: the store refuses their results, their worker re-sends them.
+      // All of them have ended (they started before strace attached) while it is still attached.
+      await grid.workers[1]!.nextJson<{ msg?: string }>(
+        (v) => v.msg === 'results not acknowledged; re-sending',
+        WAIT_S * 1000 + 30_000,
+      ).catch(async (err: unknown) => {
+        const views = await Promise.all(waitIds.map((id) => client!.result(id)));
+        throw new Error(
+          `the wait worker re-sent no refused result (wait tasks: ${views.map((v) => v.status).join(', ')}): ${String(err)}`,
+        );
+      });
+      const rest = waitsRunning + WAIT_S * 1000 + 1_000 - Date.now();
+      if (rest > 0) await new Promise((r) => setTimeout(r, rest));
+
+      // The fault clears: strace detaches, the same dispatcher writes again.
+      await stopInjecting(strace);
+      assert.deepEqual([...tracers(grid.dispatcher.pid)], [0], 'strace has detached');
+      assert.equal(grid.dispatcher.proc.exitCode, null, 'the dispatcher runs on');
+      const cleared = Date.now();
+      for (let i = 0; Date.now() - cleared < 20_000; i++) {
+        probe = await submit(client, ledger, `probe${i}`, 1);
+        if (probe[0]?.ok) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(probe[0]?.ok, `submits are accepted again once writable: ${JSON.stringify(probe[0])}`);
+      // The re-sent results are recorded by the dispatcher that refused them, before any restart.
+      const ended = await client.wait(waitIds, { timeoutMs: 60_000 });
+      assert.deepEqual(
+        ended.map((v) => `${v.status} ${v.result ?? ''}`),
+        waits.map((p) => `succeeded waited ${p}s`),
+      );
+      await afterFault(t, grid, client, ledger, home, {
+        scenario: 'storage-readonly-running',
+        faults: {
+          injectedErofs: 1,
+          refusedWhileReadOnly: refused.length,
+          resultsRefusedThenResent: WAITS,
+          dispatcherSigkills: 1,
+        },
+        notes:
+          'strace injects EROFS into every pwrite64 of the running dispatcher (its WAL and database writes), as a read-only file system would; refusals are TG_ERR_STORE (SQLITE_IOERR_WRITE); wait tasks ending meanwhile re-sent by their worker',
+        began,
+      });
+    } finally {
+      if (strace) await stopInjecting(strace);
+      await client?.close();
+      await grid?.stop();
+      rmSync(home, { recursive: true, force: true });
     }
   },
 );
