@@ -18,7 +18,7 @@ import { fastCheck } from '../protocol/fast-check.ts';
 import { createUdpTransport } from '../transport/index.ts';
 import { systemClock, type Clock, type PeerAddress, type Transport } from '../transport/types.ts';
 import { silentLogger, type Logger } from '../log.ts';
-import { encodedSize, planBatches } from './batches.ts';
+import { flatSize, planBatches } from './batches.ts';
 import { Completions, isFinal, type CompletionListener } from './completions.ts';
 import { DispatcherLocator, formatAddress, listInstances } from './discovery.ts';
 import { TaskFailedError } from './errors.ts';
@@ -266,13 +266,13 @@ export class TaskGridClient {
       if (isSpec(spec)) {
         const copy = { ...spec };
         valid[index] = copy;
-        items.push({ index, bytes: encodedSize(copy) });
+        items.push({ index, bytes: flatSize(copy) });
         return;
       }
       const parsed = TaskSpecSchema.safeParse(spec);
       if (parsed.success) {
         valid[index] = parsed.data;
-        items.push({ index, bytes: encodedSize(parsed.data) });
+        items.push({ index, bytes: flatSize(parsed.data) });
       } else {
         outcomes[index] = {
           ok: false,
@@ -574,6 +574,7 @@ export class TaskGridClient {
       const listener: CompletionListener = {
         onTask: accept,
         onError: (_id, err) => fail(err),
+        since: this.#clock.now(),
       };
 
       const open: number[] = [];
@@ -643,22 +644,29 @@ export class TaskGridClient {
     }
   }
 
-  #armReconcile(): void {
+  #armReconcile(delay = this.#reconcileDelay): void {
     if (this.#reconciling || this.#reconcileHandle !== undefined || this.#closed) return;
     this.#reconcileHandle = this.#clock.setTimeout(() => {
       this.#reconcileHandle = undefined;
       void this.#reconcile();
-    }, this.#reconcileDelay);
+    }, delay);
   }
 
   /**
    * Polls the tasks still awaited: the safety net under lost pushes. While polls find nothing
    * the pushes missed, the pause between them doubles (up to maxReconcileIntervalMs), so that
-   * a long bulk wait does not fetch every pending task every few seconds.
+   * a long bulk wait does not fetch every pending task every few seconds. A task awaited for
+   * less than reconcileIntervalMs is left to its push for now (asking about it that soon
+   * mostly fetches what the push is about to bring, or has just brought): the poll after it
+   * has waited that long covers it.
    */
   async #reconcile(): Promise<void> {
-    const ids = this.#completions.waiting();
-    if (ids.length === 0 || this.#closed) return;
+    if (this.#closed) return;
+    const { ids, nextSince } = this.#completions.due(this.#clock.now() - this.#t.reconcileIntervalMs);
+    if (ids.length === 0) {
+      if (nextSince !== undefined) this.#armReconcile(this.#untilDue(nextSince));
+      return;
+    }
     this.#reconciling = true;
     let missed = 0;
     try {
@@ -667,8 +675,10 @@ export class TaskGridClient {
         const reply = await this.#call('get-result', { ids: chunk });
         for (const view of reply.tasks) {
           if (!isFinal(view)) continue;
-          missed++;
-          this.#completions.settle(view);
+          // A push may have ended the task's waits while the poll was on its way: then it
+          // missed nothing, and nothing needs keeping.
+          if (this.#completions.isAwaited(view.id)) missed++;
+          this.#completions.settle(view, false);
         }
         for (const id of reply.missing) this.#completions.fail(id, notFound(id));
       }
@@ -685,7 +695,18 @@ export class TaskGridClient {
       missed > 0 || this.#lastPollError
         ? this.#t.reconcileIntervalMs
         : Math.min(this.#reconcileDelay * 2, this.#t.maxReconcileIntervalMs);
-    if (this.#completions.waitingCount > 0) this.#armReconcile();
+    if (this.#completions.waitingCount === 0) return;
+    // Waits too young for this poll are due at their own time, if that comes before the next poll.
+    this.#armReconcile(
+      nextSince === undefined
+        ? this.#reconcileDelay
+        : Math.min(this.#reconcileDelay, this.#untilDue(nextSince)),
+    );
+  }
+
+  /** Milliseconds until a wait that began at `since` is due for a poll. */
+  #untilDue(since: number): number {
+    return Math.max(0, since + this.#t.reconcileIntervalMs - this.#clock.now());
   }
 }
 

@@ -18,6 +18,16 @@ export function isFinal(view: Pick<TaskView, 'status'>): boolean {
 export interface CompletionListener {
   onTask(view: TaskView): void;
   onError(id: number, err: Error): void;
+  /** When the wait began (the client's clock): polls leave alone tasks awaited for less than a poll interval. */
+  readonly since?: number;
+}
+
+/** Which awaited tasks a poll should ask about; see {@link Completions.due}. */
+export interface DueTasks {
+  /** Ids with a listener waiting since `cutoff` or earlier. */
+  ids: number[];
+  /** The earliest start, after `cutoff`, of the waits left out; undefined when none was. */
+  nextSince: number | undefined;
 }
 
 export class Completions {
@@ -31,8 +41,12 @@ export class Completions {
     this.#now = now;
   }
 
-  /** Records an ended task: its listeners hear of it now, or a later {@link take} finds it. */
-  settle(view: TaskView): void {
+  /**
+   * Records an ended task: its listeners hear of it now, or a later {@link take} finds it. With
+   * `keep` false (a poll's answer, which only ever asks about awaited tasks), a task nobody
+   * awaits any more is not kept: its waits have already ended, from a push.
+   */
+  settle(view: TaskView, keep = true): void {
     if (!isFinal(view)) return;
     const listeners = this.#waiters.get(view.id);
     if (listeners) {
@@ -41,6 +55,7 @@ export class Completions {
       else listeners.onTask(view);
       return;
     }
+    if (!keep) return;
     const bytes = (view.result?.length ?? 0) + (view.payload?.length ?? 0) + 256;
     this.#recent.set(String(view.id), view, this.#now(), bytes);
   }
@@ -56,7 +71,7 @@ export class Completions {
 
   /** An ended task that was pushed before anyone waited for it; it stays for other waits. */
   take(id: number): TaskView | undefined {
-    return this.#recent.get(String(id));
+    return this.#recent.size === 0 ? undefined : this.#recent.get(String(id));
   }
 
   listen(id: number, listener: CompletionListener): void {
@@ -80,6 +95,35 @@ export class Completions {
   /** Ids somebody waits for. */
   waiting(): number[] {
     return [...this.#waiters.keys()];
+  }
+
+  /**
+   * Ids somebody has waited for since `cutoff` or earlier (a listener without `since` counts as
+   * waiting for ever), and when the earliest of the other waits began.
+   */
+  due(cutoff: number): DueTasks {
+    const ids: number[] = [];
+    let nextSince: number | undefined;
+    const young = (l: CompletionListener): boolean => {
+      if (l.since === undefined || l.since <= cutoff) return false;
+      if (nextSince === undefined || l.since < nextSince) nextSince = l.since;
+      return true;
+    };
+    for (const [id, listeners] of this.#waiters) {
+      let due = false;
+      if (listeners instanceof Set) {
+        for (const l of listeners) if (!young(l)) due = true;
+      } else {
+        due = !young(listeners);
+      }
+      if (due) ids.push(id);
+    }
+    return { ids, nextSince };
+  }
+
+  /** Whether somebody waits for `id`. */
+  isAwaited(id: number): boolean {
+    return this.#waiters.has(id);
   }
 
   get waitingCount(): number {

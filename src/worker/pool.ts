@@ -9,10 +9,12 @@
  *   pool. A new task goes to the ready thread with the fewest running tasks; tasks beyond
  *   `concurrency`, or arriving while no thread is ready, wait in a FIFO queue in the pool.
  * - Tasks handed out in the same tick travel to a thread in one message, and a thread returns
- *   the outcomes of one turn of its event loop in one message.
+ *   the outcomes of one turn of its event loop in one message; both as columns (a typed array
+ *   of numbers and an array of strings), which clone much faster than an object per task.
  * - Timeouts and cancellation are decided here, on the main thread, where a stuck handler
  *   cannot stop the clock: at the deadline (or on abort) the handler's signal fires; a handler
- *   still running `abortGraceMs` later has its thread terminated. The other tasks of that
+ *   still running `abortGraceMs` later has its thread terminated. One timer per pool, armed
+ *   for the earliest deadline of the running tasks, stands for a timer per task. The other tasks of that
  *   thread end with TG_ERR_WORKER_LOST (not permanent), so the dispatcher runs them again.
  * - A task's timeout counts from when the pool hands it to a thread, not from when it entered
  *   the pool's queue.
@@ -33,7 +35,6 @@ import type {
   DoneItem,
   FromThread,
   ProgressItem,
-  RunItem,
   ThreadData,
   ToThread,
 } from './thread-protocol.ts';
@@ -98,17 +99,29 @@ export interface RunOptions {
   onProgress?: (fraction?: number, message?: string) => void;
 }
 
+/**
+ * Where {@link HandlerPool.submit} reports a task's end (and progress): one object can serve
+ * many tasks, as each call names its task, so that a caller running thousands of tasks needs
+ * no promise or closure per task.
+ */
+export interface TaskSink<T extends PoolTask = PoolTask> {
+  /** Called once per submitted task, with its outcome. */
+  done(outcome: TaskOutcome, task: T): void;
+  /** The handler's progress reports (coalesced, and only while the task runs); when absent, the thread does not send them. */
+  progress?: ((task: T, fraction?: number, message?: string) => void) | undefined;
+}
+
 type PoolState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
 
 interface Job {
   readonly seq: number;
   readonly task: PoolTask;
   readonly timeoutMs: number;
-  readonly onProgress: RunOptions['onProgress'];
-  readonly resolve: (outcome: TaskOutcome) => void;
+  readonly sink: TaskSink;
   slot: ThreadSlot | undefined;
   startedAt: number;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() at which the task times out, once it runs. */
+  deadline: number;
   graceTimer: NodeJS.Timeout | undefined;
   /** Set once the deadline passed or the task was aborted: that decides the outcome. */
   stopped: AbortCause | undefined;
@@ -119,7 +132,9 @@ interface Job {
 class ThreadSlot {
   state: 'starting' | 'ready' | 'dead' = 'starting';
   readonly jobs = new Map<number, Job>();
-  outbox: RunItem[] = [];
+  /** Tasks handed to this thread in this tick: RUN_FIELDS numbers each, and their payloads. */
+  outNums: number[] = [];
+  outPayloads: string[] = [];
   flushQueued = false;
   lastError: Error | undefined;
   startTimer: NodeJS.Timeout | undefined;
@@ -200,6 +215,8 @@ export class HandlerPool {
   readonly #typesDir: string;
   readonly #types: readonly string[];
   readonly #typeSet: ReadonlySet<string>;
+  /** Index of each type in #types, as `run` messages name it. */
+  readonly #typeIndex: ReadonlyMap<string, number>;
   readonly #concurrency: number;
   readonly #threadCount: number;
   readonly #defaultTimeoutMs: number;
@@ -223,12 +240,16 @@ export class HandlerPool {
   readonly #terminating = new Set<Promise<unknown>>();
   #idleWaiter: (() => void) | undefined;
   #closing: Promise<void> | undefined;
+  /** The one deadline timer, armed for #deadlineAt (a running task's deadline, or earlier). */
+  #deadlineTimer: NodeJS.Timeout | undefined;
+  #deadlineAt = Infinity;
 
   constructor(options: HandlerPoolOptions) {
     const cores = availableParallelism();
     this.#typesDir = options.typesDir;
     this.#typeSet = new Set(options.types);
     this.#types = [...this.#typeSet];
+    this.#typeIndex = new Map(this.#types.map((type, i) => [type, i]));
     this.#concurrency = positiveInt('concurrency', options.concurrency ?? cores);
     this.#threadCount = positiveInt('threads', options.threads ?? Math.min(cores, this.#concurrency));
     this.#defaultTimeoutMs = positiveInt(
@@ -303,7 +324,7 @@ export class HandlerPool {
       const files: Record<string, string> = {};
       for (const type of this.#types) files[type] = await findHandlerFile(this.#typesDir, type);
       if (this.#state !== 'starting') throw closedWhileStarting();
-      this.#threadData = threadData(files);
+      this.#threadData = threadData(files, this.#types);
       const slots = Array.from({ length: this.#threadCount }, () => this.#spawn());
       await Promise.all(slots.map((slot) => slot.ready));
     } catch (err) {
@@ -325,33 +346,52 @@ export class HandlerPool {
    * does not load).
    */
   run(task: PoolTask, options: RunOptions = {}): Promise<TaskOutcome> {
+    const { onProgress } = options;
+    return new Promise<TaskOutcome>((resolve) => {
+      this.submit(task, {
+        done: resolve,
+        progress: onProgress && ((_task, fraction, message) => onProgress(fraction, message)),
+      });
+    });
+  }
+
+  /**
+   * Runs one task like {@link run}, reporting its outcome (exactly once, never synchronously
+   * from this call) and progress to `sink` rather than through a promise.
+   */
+  submit<T extends PoolTask>(task: T, sink: TaskSink<T>): void {
+    const s = sink as unknown as TaskSink;
     if (!this.#typeSet.has(task.type)) {
-      return Promise.resolve(
-        failure(task, ErrorCode.UNKNOWN_TYPE, `this worker does not run task type "${task.type}"`, false, 0),
+      const outcome = failure(
+        task,
+        ErrorCode.UNKNOWN_TYPE,
+        `this worker does not run task type "${task.type}"`,
+        false,
+        0,
       );
+      queueMicrotask(() => s.done(outcome, task));
+      return;
     }
     if (this.#state === 'closing' || this.#state === 'closed') {
-      return Promise.resolve(failure(task, ErrorCode.WORKER_LOST, 'the handler pool is closed', false, 0));
+      const outcome = failure(task, ErrorCode.WORKER_LOST, 'the handler pool is closed', false, 0);
+      queueMicrotask(() => s.done(outcome, task));
+      return;
     }
-    const timeoutMs = Math.min(MAX_TIMER_MS, task.timeoutMs ?? this.#defaultTimeoutMs);
-    return new Promise<TaskOutcome>((resolve) => {
-      const job: Job = {
-        seq: ++this.#seq,
-        task,
-        timeoutMs,
-        onProgress: options.onProgress,
-        resolve,
-        slot: undefined,
-        startedAt: 0,
-        timer: undefined,
-        graceTimer: undefined,
-        stopped: undefined,
-        done: false,
-      };
-      this.#queue.push(job);
-      this.#queued++;
-      this.#pump();
-    });
+    const job: Job = {
+      seq: ++this.#seq,
+      task,
+      timeoutMs: Math.min(MAX_TIMER_MS, task.timeoutMs ?? this.#defaultTimeoutMs),
+      sink: s,
+      slot: undefined,
+      startedAt: 0,
+      deadline: Infinity,
+      graceTimer: undefined,
+      stopped: undefined,
+      done: false,
+    };
+    this.#queue.push(job);
+    this.#queued++;
+    this.#pump();
   }
 
   /**
@@ -415,6 +455,7 @@ export class HandlerPool {
     for (const slot of [...this.#threads]) {
       this.#retire(slot, (job) => lostOutcome(job, 'the handler pool closed while the task ran'));
     }
+    this.#disarmDeadline();
     await Promise.all([...this.#terminating]);
   }
 
@@ -457,38 +498,54 @@ export class HandlerPool {
       case 'load-error':
         this.#failStart(slot, new ConfigError(msg.message));
         break;
-      case 'out':
+      case 'out': {
         for (const p of msg.progress) this.#onProgress(slot, p);
-        for (const d of msg.done) this.#onDone(slot, d);
+        const { ok, r } = msg;
+        for (let i = 0; i < r.length; i++) this.#onSuccess(slot, ok[2 * i]!, ok[2 * i + 1]!, r[i]!);
+        for (const d of msg.failed) this.#onFailure(slot, d);
+        if (this.#running === 0) this.#disarmDeadline();
         this.#pump();
         break;
+      }
     }
   }
 
   #onProgress(slot: ThreadSlot, p: ProgressItem): void {
     const job = slot.jobs.get(p.s);
-    if (!job?.onProgress || job.stopped) return;
+    if (!job?.sink.progress || job.stopped) return;
     try {
-      job.onProgress(p.f, p.m);
+      job.sink.progress(job.task, p.f, p.m);
     } catch (err) {
       this.#logger?.warn({ err, taskId: job.task.id }, 'onProgress callback threw; ignored');
     }
   }
 
-  #onDone(slot: ThreadSlot, d: DoneItem): void {
+  #onSuccess(slot: ThreadSlot, seq: number, t: number, result: string): void {
+    const job = slot.jobs.get(seq);
+    if (!job) return;
+    slot.jobs.delete(seq);
+    this.#running--;
+    // A stopped task is charged from its hand-over, as its deadline was: what the thread
+    // measured leaves out the time the task waited to start there.
+    this.#settle(
+      job,
+      job.stopped
+        ? stoppedOutcome(job, job.stopped, elapsed(job))
+        : { id: job.task.id, attempt: job.task.attempt, ok: true, result, runMs: round(t) },
+    );
+  }
+
+  #onFailure(slot: ThreadSlot, d: DoneItem): void {
     const job = slot.jobs.get(d.s);
     if (!job) return;
     slot.jobs.delete(d.s);
     this.#running--;
-    const runMs = round(d.t);
-    let outcome: TaskOutcome;
-    // A stopped task is charged from its hand-over, as its deadline was: what the thread
-    // measured leaves out the time the task waited to start there.
-    if (job.stopped) outcome = stoppedOutcome(job, job.stopped, elapsed(job));
-    else if (d.c === undefined)
-      outcome = { id: job.task.id, attempt: job.task.attempt, ok: true, result: d.r ?? '', runMs };
-    else outcome = failure(job.task, d.c, d.m ?? '', d.p ?? false, runMs);
-    this.#settle(job, outcome);
+    this.#settle(
+      job,
+      job.stopped
+        ? stoppedOutcome(job, job.stopped, elapsed(job))
+        : failure(job.task, d.c, d.m, d.p, round(d.t)),
+    );
   }
 
   #onExit(slot: ThreadSlot, code: number): void {
@@ -602,11 +659,14 @@ export class HandlerPool {
   #dispatch(job: Job, slot: ThreadSlot): void {
     job.slot = slot;
     job.startedAt = performance.now();
-    job.timer = setTimeout(() => this.#stop(job, 'timeout'), job.timeoutMs);
+    job.deadline = job.startedAt + job.timeoutMs;
+    if (job.deadline < this.#deadlineAt) this.#armDeadline(job.deadline);
     slot.jobs.set(job.seq, job);
     this.#running++;
     const { id, attempt, type, payload } = job.task;
-    slot.outbox.push({ s: job.seq, id, attempt, type, payload, progress: job.onProgress !== undefined });
+    // In the order of thread-protocol.ts's RUN_* offsets: seq, id, attempt, type, progress.
+    slot.outNums.push(job.seq, id, attempt, this.#typeIndex.get(type)!, job.sink.progress ? 1 : 0);
+    slot.outPayloads.push(payload);
     if (!slot.flushQueued) {
       slot.flushQueued = true;
       // A microtask: every task handed out by the caller's current synchronous loop (a TASK
@@ -617,9 +677,45 @@ export class HandlerPool {
 
   #flush(slot: ThreadSlot): void {
     slot.flushQueued = false;
-    if (slot.outbox.length === 0 || slot.state === 'dead') return;
-    this.#post(slot, { k: 'run', items: slot.outbox });
-    slot.outbox = [];
+    if (slot.outPayloads.length === 0 || slot.state === 'dead') return;
+    this.#post(slot, { k: 'run', n: new Float64Array(slot.outNums), p: slot.outPayloads });
+    slot.outNums = [];
+    slot.outPayloads = [];
+  }
+
+  #armDeadline(at: number): void {
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineAt = at;
+    this.#deadlineTimer = setTimeout(
+      () => this.#onDeadline(),
+      Math.max(1, Math.ceil(at - performance.now())),
+    );
+    // Running tasks keep the process alive through their threads; this timer need not.
+    this.#deadlineTimer.unref();
+  }
+
+  #disarmDeadline(): void {
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = Infinity;
+  }
+
+  /** Stops the running tasks whose deadline has passed, and arms the timer for the next one. */
+  #onDeadline(): void {
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    const expired: Job[] = [];
+    for (const slot of this.#threads) {
+      for (const job of slot.jobs.values()) {
+        if (job.stopped || job.done) continue;
+        if (job.deadline <= now) expired.push(job);
+        else if (job.deadline < next) next = job.deadline;
+      }
+    }
+    for (const job of expired) this.#stop(job, 'timeout');
+    if (next < this.#deadlineAt) this.#armDeadline(next);
   }
 
   #post(slot: ThreadSlot, msg: ToThread): void {
@@ -631,7 +727,6 @@ export class HandlerPool {
     const slot = job.slot;
     if (job.done || job.stopped || !slot) return;
     job.stopped = cause;
-    clearTimeout(job.timer);
     this.#flush(slot); // the task's `run` must reach the thread before its `abort`
     this.#post(slot, { k: 'abort', s: [job.seq], cause });
     job.graceTimer = setTimeout(() => {
@@ -653,9 +748,12 @@ export class HandlerPool {
   #settle(job: Job, outcome: TaskOutcome): void {
     if (job.done) return;
     job.done = true;
-    clearTimeout(job.timer);
     clearTimeout(job.graceTimer);
-    job.resolve(outcome);
+    try {
+      job.sink.done(outcome, job.task);
+    } catch (err) {
+      this.#logger?.warn({ err, taskId: job.task.id }, 'outcome callback threw; ignored');
+    }
     this.#checkIdle();
   }
 
@@ -665,7 +763,7 @@ export class HandlerPool {
 }
 
 /** Where the thread entry is, and what it needs to load TypeScript. */
-function threadData(files: Record<string, string>): ThreadData {
+function threadData(files: Record<string, string>, types: readonly string[]): ThreadData {
   // Under tsx (tests, `tsx src/...`) this module is pool.ts and its thread entry is thread.ts;
   // compiled into dist/ they are both .js.
   const self = fileURLToPath(import.meta.url);
@@ -676,7 +774,7 @@ function threadData(files: Record<string, string>): ThreadData {
   // directory. Only the ESM half: task type modules live in this "type": "module" package, and
   // each registration costs every thread start-up time (tsx's ESM hooks alone take ~0.4 s).
   const register = needsTs ? [import.meta.resolve('tsx/esm/api')] : [];
-  return { entry, register, files };
+  return { entry, register, files, types };
 }
 
 function closedWhileStarting(): TaskGridError {

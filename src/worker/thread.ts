@@ -10,14 +10,19 @@ import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { ErrorCode, TaskGridError, isErrorCode } from '../errors.ts';
 import type { Handler, HandlerContext } from './handler-api.ts';
 import { importHandler } from './import-handler.ts';
-import type {
-  AbortCause,
-  DoneItem,
-  FromThread,
-  ProgressItem,
-  RunItem,
-  ThreadData,
-  ToThread,
+import {
+  RUN_ATTEMPT,
+  RUN_FIELDS,
+  RUN_ID,
+  RUN_PROGRESS,
+  RUN_SEQ,
+  RUN_TYPE,
+  type AbortCause,
+  type DoneItem,
+  type FromThread,
+  type ProgressItem,
+  type ThreadData,
+  type ToThread,
 } from './thread-protocol.ts';
 
 /** The protocol's limits on an error message and a progress message. */
@@ -31,20 +36,30 @@ class TaskRun implements HandlerContext {
   readonly taskId: number;
   readonly attempt: number;
   readonly type: string;
-  readonly progress: (fraction?: number, message?: string) => void;
   readonly seq: number;
   readonly startedAt = performance.now();
+  readonly #host: ThreadHost | undefined;
+  // Created on first use, like the controller below: most handlers never report progress.
+  #progress: ((fraction?: number, message?: string) => void) | undefined;
   // Created on first use: most handlers never look at their signal, and an AbortController per
   // task is a measurable share of a small task's cost.
   #controller: AbortController | undefined;
 
-  constructor(item: RunItem, host: ThreadHost) {
-    this.seq = item.s;
-    this.taskId = item.id;
-    this.attempt = item.attempt;
-    this.type = item.type;
-    // A bound function rather than a method so that `const { progress } = ctx` works too.
-    this.progress = item.progress ? (f, m) => host.reportProgress(this, f, m) : ignoreProgress;
+  /** `host` is undefined when nobody listens to the task's progress. */
+  constructor(seq: number, taskId: number, attempt: number, type: string, host: ThreadHost | undefined) {
+    this.seq = seq;
+    this.taskId = taskId;
+    this.attempt = attempt;
+    this.type = type;
+    this.#host = host;
+  }
+
+  /** A bound function rather than a method so that `const { progress } = ctx` works too. */
+  get progress(): (fraction?: number, message?: string) => void {
+    const host = this.#host;
+    if (!host) return ignoreProgress;
+    this.#progress ??= (f, m) => host.reportProgress(this, f, m);
+    return this.#progress;
   }
 
   get signal(): AbortSignal {
@@ -66,19 +81,35 @@ class TaskRun implements HandlerContext {
 class ThreadHost {
   readonly #port: MessagePort;
   readonly #handlers: ReadonlyMap<string, Handler>;
+  readonly #types: readonly string[];
   readonly #running = new Map<number, TaskRun>();
-  #done: DoneItem[] = [];
+  /** Successes since the last flush: (sequence number, run time) pairs, and their results. */
+  #ok: number[] = [];
+  #results: string[] = [];
+  #failed: DoneItem[] = [];
   #progress = new Map<number, ProgressItem>();
   #flushQueued = false;
 
-  constructor(port: MessagePort, handlers: ReadonlyMap<string, Handler>) {
+  constructor(port: MessagePort, handlers: ReadonlyMap<string, Handler>, types: readonly string[]) {
     this.#port = port;
     this.#handlers = handlers;
+    this.#types = types;
   }
 
   onMessage(msg: ToThread): void {
     if (msg.k === 'run') {
-      for (const item of msg.items) this.#start(item);
+      const { n, p } = msg;
+      for (let i = 0, o = 0; i < p.length; i++, o += RUN_FIELDS) {
+        const type = this.#types[n[o + RUN_TYPE]!] ?? `#${n[o + RUN_TYPE]}`;
+        const run = new TaskRun(
+          n[o + RUN_SEQ]!,
+          n[o + RUN_ID]!,
+          n[o + RUN_ATTEMPT]!,
+          type,
+          n[o + RUN_PROGRESS] === 1 ? this : undefined,
+        );
+        this.#start(run, p[i]!);
+      }
     } else {
       for (const s of msg.s) this.#running.get(s)?.abort(msg.cause);
     }
@@ -104,17 +135,16 @@ class ThreadHost {
     this.#queueFlush();
   }
 
-  #start(item: RunItem): void {
-    const handle = this.#handlers.get(item.type);
-    const run = new TaskRun(item, this);
-    this.#running.set(item.s, run);
+  #start(run: TaskRun, payload: string): void {
+    const handle = this.#handlers.get(run.type);
+    this.#running.set(run.seq, run);
     if (!handle) {
-      this.#fail(run, ErrorCode.INTERNAL, `task type "${item.type}" is not loaded in this thread`, false);
+      this.#fail(run, ErrorCode.INTERNAL, `task type "${run.type}" is not loaded in this thread`, false);
       return;
     }
     let value: unknown;
     try {
-      value = handle(item.payload, run);
+      value = handle(payload, run);
     } catch (err) {
       this.#failWith(run, err);
       return;
@@ -137,7 +167,8 @@ class ThreadHost {
 
   #succeed(run: TaskRun, result: string): void {
     if (!this.#end(run)) return;
-    this.#done.push({ s: run.seq, t: performance.now() - run.startedAt, r: result });
+    this.#ok.push(run.seq, performance.now() - run.startedAt);
+    this.#results.push(result);
   }
 
   #failWith(run: TaskRun, err: unknown): void {
@@ -158,7 +189,7 @@ class ThreadHost {
   #fail(run: TaskRun, code: ErrorCode, message: string, permanent: boolean): void {
     if (!this.#end(run)) return;
     const m = message.length > MAX_ERROR_MESSAGE ? `${message.slice(0, MAX_ERROR_MESSAGE - 1)}…` : message;
-    this.#done.push({ s: run.seq, t: performance.now() - run.startedAt, c: code, m, p: permanent });
+    this.#failed.push({ s: run.seq, t: performance.now() - run.startedAt, c: code, m, p: permanent });
   }
 
   /** Forgets a run; false when it had already ended (a handler settles only once, but be sure). */
@@ -179,10 +210,18 @@ class ThreadHost {
 
   #flush(): void {
     this.#flushQueued = false;
-    if (this.#done.length === 0 && this.#progress.size === 0) return;
-    const msg: FromThread = { k: 'out', done: this.#done, progress: [...this.#progress.values()] };
-    this.#done = [];
-    this.#progress = new Map();
+    if (this.#results.length === 0 && this.#failed.length === 0 && this.#progress.size === 0) return;
+    const msg: FromThread = {
+      k: 'out',
+      ok: new Float64Array(this.#ok),
+      r: this.#results,
+      failed: this.#failed,
+      progress: this.#progress.size === 0 ? [] : [...this.#progress.values()],
+    };
+    this.#ok = [];
+    this.#results = [];
+    this.#failed = [];
+    if (this.#progress.size > 0) this.#progress = new Map();
     this.#port.postMessage(msg);
   }
 }
@@ -220,17 +259,17 @@ function describeThrown(err: unknown): string {
 async function main(): Promise<void> {
   const port = parentPort;
   if (!port) throw new Error('src/worker/thread is the entry of a handler thread; HandlerPool starts it');
-  const { files } = workerData as ThreadData;
+  const { files, types } = workerData as ThreadData;
   const handlers = new Map<string, Handler>();
   try {
-    for (const [type, file] of Object.entries(files)) handlers.set(type, await importHandler(file, type));
+    for (const type of types) handlers.set(type, await importHandler(files[type]!, type));
   } catch (err) {
     const code = err instanceof TaskGridError ? err.code : ErrorCode.CONFIG;
     const message = err instanceof Error ? err.message : String(err);
     port.postMessage({ k: 'load-error', code, message } satisfies FromThread);
     return;
   }
-  const host = new ThreadHost(port, handlers);
+  const host = new ThreadHost(port, handlers, types);
   port.on('message', (msg: ToThread) => host.onMessage(msg));
   port.postMessage({ k: 'ready' } satisfies FromThread);
 }

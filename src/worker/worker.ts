@@ -14,7 +14,7 @@ import { silentLogger } from '../log.ts';
 import { Registration } from '../nameservice/registration.ts';
 import type { ReplyBody, TaskAssignment, TaskOutcome } from '../protocol/messages.ts';
 import type { PeerAddress, Transport } from '../transport/types.ts';
-import { HandlerPool } from './pool.ts';
+import { HandlerPool, type TaskSink } from './pool.ts';
 
 export const WORKER_DEFAULTS = {
   concurrency: 4,
@@ -53,8 +53,13 @@ export interface WorkerOptions {
   version?: string;
 }
 
-interface PendingResults {
-  peer: PeerAddress;
+/**
+ * One dispatcher's side of the worker: the pool reports the ends and progress of its tasks
+ * here (one object for all of them, no closure per task), and their results wait here for the
+ * next flush.
+ */
+interface DispatcherLink extends TaskSink<TaskAssignment> {
+  readonly peer: PeerAddress;
   outcomes: TaskOutcome[];
 }
 
@@ -63,10 +68,16 @@ export class TaskWorker {
   readonly #pool: HandlerPool;
   readonly #reg: Registration;
   readonly #log: Logger;
-  readonly #o: WorkerOptions & { -readonly [K in keyof typeof WORKER_DEFAULTS]: (typeof WORKER_DEFAULTS)[K] extends number ? number : string };
+  readonly #o: WorkerOptions & {
+    -readonly [K in keyof typeof WORKER_DEFAULTS]: (typeof WORKER_DEFAULTS)[K] extends number
+      ? number
+      : string;
+  };
   readonly #started = Date.now();
   readonly #running = new Map<number, number>(); // task id -> attempt
-  readonly #outbox = new Map<string, PendingResults>();
+  /** By dispatcher address ("host:port"); links with results to send are also in #outbox. */
+  readonly #links = new Map<string, DispatcherLink>();
+  readonly #outbox = new Set<DispatcherLink>();
   #flushScheduled = false;
   #unacked = 0;
   #draining = false;
@@ -116,8 +127,13 @@ export class TaskWorker {
     await this.#pool.start();
     this.#install();
     // With no nameservice yet, keep trying in the background: it may come up later.
-    await this.#reg.start().catch((err: unknown) => this.#log.warn({ err }, 'no nameservice answered yet; still trying'));
-    this.#log.info({ types: this.#o.types, concurrency: this.#o.concurrency, id: this.#reg.id }, 'worker ready');
+    await this.#reg
+      .start()
+      .catch((err: unknown) => this.#log.warn({ err }, 'no nameservice answered yet; still trying'));
+    this.#log.info(
+      { types: this.#o.types, concurrency: this.#o.concurrency, id: this.#reg.id },
+      'worker ready',
+    );
   }
 
   /**
@@ -153,13 +169,17 @@ export class TaskWorker {
   #onTasks(tasks: TaskAssignment[], dispatcher: PeerAddress): ReplyBody<'task'> {
     const accepted: number[] = [];
     const rejected: ReplyBody<'task'>['rejected'] = [];
+    const link = this.#link(dispatcher);
     for (const task of tasks) {
       if (this.#draining) {
         rejected.push({ id: task.id, error: { code: ErrorCode.BUSY, message: 'worker is shutting down' } });
         continue;
       }
       if (!this.#o.types.includes(task.type)) {
-        rejected.push({ id: task.id, error: { code: ErrorCode.UNKNOWN_TYPE, message: `this worker does not serve "${task.type}"` } });
+        rejected.push({
+          id: task.id,
+          error: { code: ErrorCode.UNKNOWN_TYPE, message: `this worker does not serve "${task.type}"` },
+        });
         continue;
       }
       if (this.#running.get(task.id) === task.attempt) {
@@ -168,20 +188,33 @@ export class TaskWorker {
       }
       this.#running.set(task.id, task.attempt);
       accepted.push(task.id);
-      void this.#run(task, dispatcher);
+      this.#pool.submit(task, link);
     }
     return { accepted, rejected };
   }
 
-  async #run(task: TaskAssignment, dispatcher: PeerAddress): Promise<void> {
-    const outcome = await this.#pool.run(task, {
-      onProgress: (fraction, message) => this.#progress(task, dispatcher, fraction, message),
-    });
+  /** The link to the dispatcher at `peer`, made on its first task. */
+  #link(peer: PeerAddress): DispatcherLink {
+    const key = `${peer.host}:${peer.port}`;
+    let link = this.#links.get(key);
+    if (!link) {
+      const made: DispatcherLink = {
+        peer: { host: peer.host, port: peer.port },
+        outcomes: [],
+        done: (outcome, task) => this.#onDone(made, task, outcome),
+        progress: (task, fraction, message) => this.#progress(task, made.peer, fraction, message),
+      };
+      this.#links.set(key, (link = made));
+    }
+    return link;
+  }
+
+  #onDone(link: DispatcherLink, task: TaskAssignment, outcome: TaskOutcome): void {
     if (this.#running.get(task.id) === task.attempt) this.#running.delete(task.id);
-    this.#lastProgress.delete(task.id);
+    if (this.#lastProgress.size > 0) this.#lastProgress.delete(task.id);
     if (outcome.ok) this.#completed++;
     else this.#failed++;
-    this.#queueResult(dispatcher, outcome);
+    this.#queueResult(link, outcome);
   }
 
   #progress(task: TaskAssignment, dispatcher: PeerAddress, fraction?: number, message?: string): void {
@@ -192,16 +225,16 @@ export class TaskWorker {
     this.#t.notify(dispatcher, 'progress', {
       id: task.id,
       attempt: task.attempt,
-      ...(fraction !== undefined && Number.isFinite(fraction) ? { progress: Math.min(1, Math.max(0, fraction)) } : {}),
+      ...(fraction !== undefined && Number.isFinite(fraction)
+        ? { progress: Math.min(1, Math.max(0, fraction)) }
+        : {}),
       ...(message !== undefined ? { message: message.slice(0, 1024) } : {}),
     });
   }
 
-  #queueResult(peer: PeerAddress, outcome: TaskOutcome): void {
-    const key = `${peer.host}:${peer.port}`;
-    let q = this.#outbox.get(key);
-    if (!q) this.#outbox.set(key, (q = { peer, outcomes: [] }));
-    q.outcomes.push(outcome);
+  #queueResult(link: DispatcherLink, outcome: TaskOutcome): void {
+    link.outcomes.push(outcome);
+    this.#outbox.add(link);
     this.#unacked++;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -211,9 +244,15 @@ export class TaskWorker {
 
   #flush(): void {
     this.#flushScheduled = false;
-    for (const q of this.#outbox.values()) {
-      for (let i = 0; i < q.outcomes.length; i += 1000) {
-        this.#deliver(q.peer, q.outcomes.slice(i, i + 1000), Date.now(), this.#o.resultRetryMs);
+    for (const link of this.#outbox) {
+      const { outcomes } = link;
+      link.outcomes = [];
+      const now = Date.now();
+      if (outcomes.length <= 1000) this.#deliver(link.peer, outcomes, now, this.#o.resultRetryMs);
+      else {
+        for (let i = 0; i < outcomes.length; i += 1000) {
+          this.#deliver(link.peer, outcomes.slice(i, i + 1000), now, this.#o.resultRetryMs);
+        }
       }
     }
     this.#outbox.clear();

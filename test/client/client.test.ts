@@ -209,6 +209,47 @@ test('wait still ends when the push is lost, by polling get-result', async (t) =
   assert.equal(await g.client.run('upper', 'openai'), 'OPENAI');
 });
 
+test('polls leave alone tasks awaited for less than the poll interval; their pushes suffice', async (t) => {
+  const g = await grid({ client: { reconcileIntervalMs: 300 } });
+  t.after(() => g.close());
+  // Short waits one after another for over a second: each is younger than 300 ms at every poll.
+  const started = Date.now();
+  let runs = 0;
+  while (Date.now() - started < 1_200) {
+    assert.equal(await g.client.run('upper', `r${runs}`), `R${runs}`);
+    runs++;
+  }
+  const ids = await g.client.submitMany(
+    Array.from({ length: 50 }, (_, i) => ({ type: 'upper', payload: `b${i}` })),
+  );
+  await g.client.wait(
+    ids.flatMap((o) => (o.ok ? [o.id] : [])),
+    { timeoutMs: 5_000 },
+  );
+  assert.ok(runs > 5, `${runs} runs`);
+  assert.equal(g.dispatcher.count('get-result'), 0, 'no poll asked about a task its push was about to end');
+});
+
+test('a lost push is still found by the first poll after the wait has lasted the poll interval', async (t) => {
+  const g = await grid({
+    dispatcher: { dropPushes: true, runDelayMs: 20 },
+    client: { reconcileIntervalMs: 200 },
+  });
+  t.after(() => g.close());
+  // An older wait keeps the poll timer going, so that the next poll comes before the new wait is due.
+  const long = await g.client.submit({ type: 'wait', payload: '30' });
+  const longWait = g.client.wait(long, { timeoutMs: 10_000 }).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 150));
+  const id = await g.client.submit({ type: 'reverse', payload: 'abc' });
+  const started = Date.now();
+  const view = await g.client.wait(id, { timeoutMs: 5_000 });
+  const took = Date.now() - started;
+  assert.equal(view.result, 'cba');
+  assert.ok(took >= 190 && took < 1_000, `found after ${took} ms`);
+  await g.client.cancel(long).catch(() => undefined);
+  void longWait;
+});
+
 test('polling backs off while pushes arrive, so long waits cost few requests', async (t) => {
   const g = await grid({
     dispatcher: { waitScaleMs: 1000 },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { planBatches } from '../../src/client/batches.ts';
+import { encodedSize, flatSize, planBatches } from '../../src/client/batches.ts';
 import { Completions } from '../../src/client/completions.ts';
 import { parseSimulationFile, parseTaskLines } from '../../src/client/task-file.ts';
 import { defaultBindHost } from '../../src/client/index.ts';
@@ -25,6 +25,51 @@ test('planBatches keeps order and bounds each batch by count and by bytes', () =
     [[0], [1], [2]],
   );
   assert.deepEqual(planBatches([], 10, 100), []);
+});
+
+test('flatSize counts a task spec exactly as encodedSize does, with or without escapes', () => {
+  const specs: Record<string, unknown>[] = [
+    {},
+    { type: 'reverse', payload: 'task 1' },
+    { type: 'a', payload: '' },
+    { type: 'a', payload: 'say "hi"\\' },
+    { type: 'a', payload: 'caf\u00e9 \u{1F600} \ud800' },
+    { type: 'a', payload: 'line\nbreak\u0001' },
+    { type: 'a', payload: 'x', key: 'k-1', priority: -5, timeoutMs: 86_400_000, maxAttempts: 3 },
+    { type: 'a', payload: 'x', key: undefined },
+    { type: 'a', payload: 'y'.repeat(100_000) },
+    { n: 1.5, z: -0, big: 1e21, nan: NaN, nested: { a: 1 } },
+  ];
+  for (const spec of specs)
+    assert.equal(flatSize(spec), encodedSize(spec), JSON.stringify(spec).slice(0, 80));
+});
+
+test('Completions.due leaves out waits younger than the cutoff and says when the next one is due', () => {
+  const c = new Completions({ maxEntries: 10, maxBytes: 1e6 }, () => 0);
+  const at = (since: number) => ({ onTask: () => {}, onError: () => {}, since });
+  const old = at(100);
+  c.listen(1, old);
+  c.listen(2, at(500));
+  c.listen(3, at(300));
+  c.listen(3, old); // two waits, one old enough
+  c.listen(4, { onTask: () => {}, onError: () => {} }); // no start: always due
+  assert.deepEqual(c.due(200), { ids: [1, 3, 4], nextSince: 300 });
+  assert.deepEqual(c.due(1000), { ids: [1, 2, 3, 4], nextSince: undefined });
+  // A poll's answer for a task nobody awaits any more is not kept.
+  const view = {
+    id: 9,
+    type: 't',
+    status: 'succeeded',
+    priority: 0,
+    attempts: 1,
+    maxAttempts: 1,
+    timeoutMs: 1,
+    createdAt: 0,
+  } as const;
+  c.settle(view, false);
+  assert.equal(c.take(9), undefined);
+  c.settle(view);
+  assert.equal(c.take(9)?.id, 9);
 });
 
 test('parseTaskLines accepts task specs and reports every bad line with its number', () => {

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, ErrorCode } from '../../src/errors.ts';
-import { HandlerPool } from '../../src/worker/pool.ts';
+import type { TaskOutcome } from '../../src/protocol/messages.ts';
+import { HandlerPool, type TaskSink } from '../../src/worker/pool.ts';
 import { builtinsDir, failureOf, fixturesDir, resultOf, startPool, task } from './helpers.ts';
 
 describe('HandlerPool running handlers', () => {
@@ -213,6 +214,88 @@ describe('HandlerPool cancellation and timeouts', () => {
   test('uses the default timeout for a task without one', async () => {
     const one = { id: 9_000_001, type: 'slow', payload: '30000', attempt: 1 };
     assert.equal(failureOf(await pool.run(one)).error.code, ErrorCode.TASK_TIMEOUT);
+  });
+});
+
+describe('HandlerPool batches and deadlines', () => {
+  test('times out each task of one batch at its own deadline, leaving its batch-mates running', async (t) => {
+    const pool = await startPool(t, {
+      types: ['slow', 'echo'],
+      threads: 1,
+      concurrency: 16,
+      abortGraceMs: 20_000,
+    });
+    // Handed out in one tick, so they reach the thread in one message.
+    const long = task('slow', '30000', { timeoutMs: 900 });
+    const short = task('slow', '30000', { timeoutMs: 150 });
+    const quick = task('slow', '300', { timeoutMs: 5_000 });
+    const echo = task('echo', 'batch-mate');
+    const started = performance.now();
+    const [longOut, shortOut, quickOut, echoOut] = await Promise.all(
+      [long, short, quick, echo].map((one) => pool.run(one)),
+    );
+    const shortFailed = failureOf(shortOut!);
+    assert.equal(shortFailed.error.code, ErrorCode.TASK_TIMEOUT);
+    assert.ok(shortFailed.runMs >= 140 && shortFailed.runMs < 800, `short runMs ${shortFailed.runMs}`);
+    const longFailed = failureOf(longOut!);
+    assert.equal(longFailed.error.code, ErrorCode.TASK_TIMEOUT);
+    assert.ok(longFailed.runMs >= 890 && longFailed.runMs < 5_000, `long runMs ${longFailed.runMs}`);
+    assert.equal((JSON.parse(resultOf(quickOut!)) as { taskId: number }).taskId, quick.id);
+    assert.equal(resultOf(echoOut!), 'batch-mate');
+    assert.ok(performance.now() - started < 10_000, 'no thread was terminated (grace 20 s)');
+    assert.equal(pool.threads, 1);
+  });
+
+  test('a task handed out later with a shorter timeout still times out on time', async (t) => {
+    const pool = await startPool(t, { types: ['slow'], threads: 1, concurrency: 4 });
+    const first = pool.run(task('slow', '30000', { timeoutMs: 20_000 }));
+    await new Promise((r) => setTimeout(r, 50));
+    const started = performance.now();
+    const second = failureOf(await pool.run(task('slow', '30000', { timeoutMs: 100 })));
+    assert.equal(second.error.code, ErrorCode.TASK_TIMEOUT);
+    assert.ok(performance.now() - started < 2_000, `took ${performance.now() - started} ms`);
+    void first;
+  });
+
+  test('submit() reports the ends and progress of many tasks to one sink, naming each task', async (t) => {
+    const pool = await startPool(t, { types: ['echo', 'progress', 'throw'], threads: 2, concurrency: 64 });
+    const tasks = [
+      ...Array.from({ length: 200 }, (_, i) => task('echo', `p${i}`)),
+      task('progress'),
+      task('throw', 'boom'),
+    ];
+    const outcomes = new Map<number, TaskOutcome>();
+    const progress: [number, number | undefined, string | undefined][] = [];
+    await new Promise<void>((resolve) => {
+      const sink: TaskSink = {
+        done(outcome, one) {
+          assert.equal(outcome.id, one.id);
+          assert.ok(!outcomes.has(one.id), 'one end per task');
+          outcomes.set(one.id, outcome);
+          if (outcomes.size === tasks.length) resolve();
+        },
+        progress(one, fraction, message) {
+          progress.push([one.id, fraction, message]);
+        },
+      };
+      for (const one of tasks) pool.submit(one, sink);
+    });
+    tasks.slice(0, 200).forEach((one, i) => assert.equal(resultOf(outcomes.get(one.id)!), `p${i}`));
+    const progressTask = tasks[200]!;
+    assert.equal(resultOf(outcomes.get(progressTask.id)!), 'done');
+    assert.deepEqual(progress, [
+      [progressTask.id, 0.25, 'a quarter'],
+      [progressTask.id, 0.5, undefined],
+      [progressTask.id, 1, 'clamped'],
+    ]);
+    assert.equal(failureOf(outcomes.get(tasks[201]!.id)!).error.code, ErrorCode.HANDLER_FAILED);
+    // An unknown type ends too, never synchronously.
+    const ended: TaskOutcome[] = [];
+    pool.submit(task('nosuch'), { done: (outcome) => ended.push(outcome) });
+    assert.equal(ended.length, 0);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(failureOf(ended[0]!).error.code, ErrorCode.UNKNOWN_TYPE);
+    assert.equal(pool.inFlight, 0);
   });
 });
 
