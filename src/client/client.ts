@@ -670,9 +670,12 @@ export class TaskGridClient {
     this.#reconciling = true;
     let missed = 0;
     try {
-      for (let i = 0; i < ids.length; i += this.#t.getResultChunk) {
-        const chunk = ids.slice(i, i + this.#t.getResultChunk);
+      const queue = [...ids];
+      while (queue.length > 0) {
+        const chunk = queue.splice(0, this.#t.getResultChunk);
         const reply = await this.#call('get-result', { ids: chunk });
+        // Tasks the dispatcher left out to keep its reply small: asked for in the next request.
+        if (reply.more !== undefined) queue.unshift(...reply.more);
         for (const view of reply.tasks) {
           if (!isFinal(view)) continue;
           // A push may have ended the task's waits while the poll was on its way: then it

@@ -74,7 +74,7 @@ export const DISPATCHER_DEFAULTS = {
   /** Most tasks in one DONE request to a client. */
   notifyBatch: 1_000,
   /**
-   * Most bytes of task views in one DONE request or WATCH reply, estimated from above (every
+   * Most bytes of task views in one DONE request, WATCH or GET-RESULT reply, estimated from above (every
    * character of a result or error counted as a 6-byte JSON escape), so that neither exceeds
    * even the smallest maximum message size a component accepts (64 KiB).
    */
@@ -715,7 +715,11 @@ export class Dispatcher {
       });
       res = await this.#store.get(body.ids, opts);
     }
-    return { tasks: res.tasks.map((v) => this.#withProgress(v)), missing: res.missing };
+    // As many views as fit a DONE request's size; the rest are named, for the caller to ask again.
+    const end = this.#fitting(res.tasks, 0);
+    const tasks = res.tasks.slice(0, end).map((v) => this.#withProgress(v));
+    if (end === res.tasks.length) return { tasks, missing: res.missing };
+    return { tasks, missing: res.missing, more: res.tasks.slice(end).map((v) => v.id) };
   }
 
   #withProgress(v: TaskView): TaskView {

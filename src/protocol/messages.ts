@@ -178,7 +178,12 @@ export const requests = {
       /** Include payloads in the views. */
       payload: z.boolean().optional(),
     }),
-    res: z.strictObject({ tasks: z.array(TaskView), missing: z.array(TaskId) }),
+    res: z.strictObject({
+      tasks: z.array(TaskView),
+      missing: z.array(TaskId),
+      /** Known tasks left out so that the reply stays small (long results): ask for them again. */
+      more: z.array(TaskId).optional(),
+    }),
   },
   /** Client -> dispatcher: be told (by a `done` request) when these tasks end. */
   watch: {
@@ -258,7 +263,10 @@ export const requests = {
   },
   /** Instance -> nameservice: renew a lease. An unknown lease gets TG_ERR_UNKNOWN_LEASE. */
   heartbeat: {
-    req: z.strictObject({ leaseId: z.string().min(1).max(128), inFlight: z.number().int().min(0).optional() }),
+    req: z.strictObject({
+      leaseId: z.string().min(1).max(128),
+      inFlight: z.number().int().min(0).optional(),
+    }),
     res: z.strictObject({ ttlMs: z.number().int().positive() }),
   },
   /** Instance -> nameservice: end a lease. */

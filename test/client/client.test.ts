@@ -209,6 +209,23 @@ test('wait still ends when the push is lost, by polling get-result', async (t) =
   assert.equal(await g.client.run('upper', 'openai'), 'OPENAI');
 });
 
+test('a poll asks again for the tasks a get-result reply left out, so every lost push is found', async (t) => {
+  const g = await grid({
+    dispatcher: { dropPushes: true, runDelayMs: 20, getResultViews: 3 },
+    client: { reconcileIntervalMs: 100 },
+  });
+  t.after(() => g.close());
+  const payloads = Array.from({ length: 10 }, (_, i) => `task ${i}`);
+  const outcomes = await g.client.submitMany(payloads.map((payload) => ({ type: 'reverse', payload })));
+  const ids = outcomes.map((o) => (o.ok ? o.id : assert.fail(JSON.stringify(o))));
+  const views = await g.client.wait(ids, { timeoutMs: 5_000 });
+  assert.deepEqual(
+    views.map((v) => v.result),
+    payloads.map((p) => [...p].reverse().join('')),
+  );
+  assert.ok(g.dispatcher.count('get-result') >= 4, 'ten tasks at three views a reply');
+});
+
 test('polls leave alone tasks awaited for less than the poll interval; their pushes suffice', async (t) => {
   const g = await grid({ client: { reconcileIntervalMs: 300 } });
   t.after(() => g.close());

@@ -35,6 +35,8 @@ export interface FakeDispatcherOptions {
   dropPushes?: boolean;
   /** Never answer `watch` requests (as if every one were lost). */
   ignoreWatches?: boolean;
+  /** Most views in one `get-result` reply; the other known ids go in `more` (as a reply kept small). */
+  getResultViews?: number;
 }
 
 function peerKey(p: PeerAddress): string {
@@ -55,7 +57,8 @@ export class FakeDispatcher {
   readonly #keys = new Map<string, number>();
   readonly #watchers = new Map<number, PeerAddress[]>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #o: Required<Omit<FakeDispatcherOptions, 'dropPushes' | 'ignoreWatches'>>;
+  readonly #o: Required<Omit<FakeDispatcherOptions, 'dropPushes' | 'ignoreWatches' | 'getResultViews'>>;
+  readonly #getResultViews: number | undefined;
   readonly #ignoreWatches: boolean;
   readonly #started = Date.now();
   #busyLeft: number;
@@ -70,6 +73,7 @@ export class FakeDispatcher {
       retryAfterMs: options.retryAfterMs ?? 100,
     };
     this.dropPushes = options.dropPushes ?? false;
+    this.#getResultViews = options.getResultViews;
     this.#ignoreWatches = options.ignoreWatches ?? false;
     this.#busyLeft = this.#o.busyReplies;
     const t = transport;
@@ -161,6 +165,10 @@ export class FakeDispatcher {
         const v = this.tasks.get(id);
         if (v) tasks.push(this.#public(v, payload === true));
         else missing.push(id);
+      }
+      const most = this.#getResultViews;
+      if (most !== undefined && tasks.length > most) {
+        return { tasks: tasks.slice(0, most), missing, more: tasks.slice(most).map((v) => v.id) };
       }
       return { tasks, missing };
     });

@@ -34,7 +34,12 @@ class MemGrid {
     this.ns = new Nameservice({ transport: nsT, heartbeatMs: 100, leaseTtlMs: 600, sweepMs: 50 });
     const dT = new Endpoint(this.net.link('dispatcher', 4000), QUICK);
     const store = new SqliteTaskStore({ path: ':memory:', retry: { baseMs: 20, maxMs: 100, jitter: 0 } });
-    const directory = new Directory({ transport: dT, nameservers: [this.nsAddr], self: this.dAddr, ttlMs: 2_000 });
+    const directory = new Directory({
+      transport: dT,
+      nameservers: [this.nsAddr],
+      self: this.dAddr,
+      ttlMs: 2_000,
+    });
     this.dispatcher = new Dispatcher({
       transport: dT,
       store,
@@ -101,16 +106,29 @@ class MemGrid {
     });
   }
 
+  /** Every task's view by `get-result`, asking again for those a reply leaves out (`more`). */
+  async views(ids: number[], waitMs?: number): Promise<TaskView[]> {
+    const got = new Map<number, TaskView>();
+    let ask = ids;
+    while (ask.length > 0) {
+      const reply = await this.client.request(
+        this.dAddr,
+        'get-result',
+        waitMs === undefined ? { ids: ask } : { ids: ask, waitMs },
+        { timeoutMs: 5_000 },
+      );
+      for (const v of reply.tasks) got.set(v.id, v);
+      ask = reply.more ?? [];
+    }
+    return ids.flatMap((id) => got.get(id) ?? []);
+  }
+
   async waitAll(ids: number[], waitMs = 20_000): Promise<TaskView[]> {
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const { tasks } = await this.client.request(
-        this.dAddr,
-        'get-result',
-        { ids, waitMs: 2_000 },
-        { timeoutMs: 5_000 },
-      );
-      if (tasks.every((v) => v.status !== 'queued' && v.status !== 'running') || Date.now() > deadline) return tasks;
+      const tasks = await this.views(ids, 2_000);
+      if (tasks.every((v) => v.status !== 'queued' && v.status !== 'running') || Date.now() > deadline)
+        return tasks;
     }
   }
 
@@ -145,6 +163,31 @@ describe('the dispatcher', () => {
       assert.equal(v.result, `p${i}`);
       assert.equal(v.attempts, 1);
     });
+  });
+
+  test('answers get-result of long results in replies that stay small, naming the tasks left out', async () => {
+    const g = await grid({});
+    await g.worker(['echo']);
+    const payloads = Array.from({ length: 30 }, (_, i) => `${i}:`.padEnd(20_000, 'r'));
+    const ids = await g.ids(payloads.map((payload) => ({ type: 'echo', payload })));
+    const views = await g.waitAll(ids);
+    assert.deepEqual(
+      views.map((v) => v.result),
+      payloads,
+      'every result, through as many replies as it takes',
+    );
+    const reply = await g.client.request(g.dAddr, 'get-result', { ids });
+    assert.ok(
+      reply.tasks.length >= 1 && reply.tasks.length < ids.length,
+      `${reply.tasks.length} views in one reply`,
+    );
+    assert.deepEqual(
+      [...reply.tasks.map((v) => v.id), ...(reply.more ?? [])].sort((a, b) => a - b),
+      ids,
+      'each id either answered or named in more',
+    );
+    assert.ok(JSON.stringify(reply).length < 64 * 1024, 'the reply fits the smallest maximum message size');
+    assert.deepEqual(reply.missing, []);
   });
 
   test('refuses a type nobody serves with TG_ERR_UNKNOWN_TYPE, per task', async () => {
@@ -190,8 +233,14 @@ describe('the dispatcher', () => {
     await g.crash(a);
     await g.worker(['slow'], 10);
     const views = await g.waitAll(ids);
-    assert.ok(views.every((v) => v.status === 'succeeded'), JSON.stringify(views.map((v) => v.status)));
-    assert.ok(views.some((v) => v.attempts === 2), 'the lost attempts ran again');
+    assert.ok(
+      views.every((v) => v.status === 'succeeded'),
+      JSON.stringify(views.map((v) => v.status)),
+    );
+    assert.ok(
+      views.some((v) => v.attempts === 2),
+      'the lost attempts ran again',
+    );
   });
 
   test('retries a throwing handler up to its attempts, then fails it; a permanent failure is not retried', async () => {
@@ -264,7 +313,11 @@ describe('the dispatcher', () => {
     // 600 results of 2,000 characters: 1.2 MB of views, more than one message may carry.
     const ids: number[] = [];
     for (let b = 0; b < 4; b++) {
-      ids.push(...(await g.ids(Array.from({ length: 150 }, (_, i) => ({ type: 'echo', payload: `${b}-${i}-`.padEnd(2_000, 'x') })))));
+      ids.push(
+        ...(await g.ids(
+          Array.from({ length: 150 }, (_, i) => ({ type: 'echo', payload: `${b}-${i}-`.padEnd(2_000, 'x') })),
+        )),
+      );
     }
     for (let i = 0; i < ids.length; i += 100) {
       const views = await g.waitAll(ids.slice(i, i + 100));
@@ -279,7 +332,10 @@ describe('the dispatcher', () => {
     try {
       const reply = await watcher.request(g.dAddr, 'watch', { ids }, { timeoutMs: 10_000 });
       assert.deepEqual(reply.missing, []);
-      assert.ok(reply.finished.length > 0 && reply.finished.length < ids.length, `${reply.finished.length} in the reply`);
+      assert.ok(
+        reply.finished.length > 0 && reply.finished.length < ids.length,
+        `${reply.finished.length} in the reply`,
+      );
       for (let i = 0; i < 400 && reply.finished.length + pushed.length < ids.length; i++) {
         await new Promise((r) => setTimeout(r, 25));
       }
