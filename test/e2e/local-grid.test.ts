@@ -84,10 +84,11 @@ test(
     const exited = new Promise<number | null>((r) => grid.on('exit', (code) => r(code)));
     let children: number[] = [];
     try {
-      for (let i = 0; i < 600 && !out.includes('TaskGrid is up'); i++)
+      // The banner arrives in pieces: wait for its last line to be sure all of it is there.
+      for (let i = 0; i < 600 && !/npx taskgrid send reverse Hello --wait/.test(out); i++)
         await new Promise((r) => setTimeout(r, 100));
       assert.match(out, /TaskGrid is up/, out.slice(-3000));
-      assert.match(out, /npx taskgrid send reverse Hello --wait/);
+      assert.match(out, /npx taskgrid send reverse Hello --wait/, out.slice(-3000));
       children = childrenOf(grid.pid!);
       assert.equal(
         children.length,
