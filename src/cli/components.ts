@@ -18,6 +18,8 @@ import { Registration } from '../nameservice/registration.ts';
 import { createUdpTransport, type Endpoint } from '../transport/index.ts';
 import { TaskWorker } from '../worker/worker.ts';
 import {
+  UNSIGNED_WARNED_ENV,
+  UNSIGNED_WARNING,
   advertiseAddress,
   findProjectRoot,
   loadConfig,
@@ -57,13 +59,9 @@ export function announceReady(ctx: ComponentContext, fields: Record<string, unkn
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
-/** Warns loudly when the grid runs without a cluster secret. */
+/** Warns loudly when the grid runs without a cluster secret (unless its supervisor did). */
 export function warnIfUnsigned(ctx: ComponentContext): void {
-  if (!ctx.config.secret) {
-    ctx.logger.warn(
-      'TASKGRID_SECRET is not set: datagrams are NOT authenticated; anyone who can reach this port can submit, register or forge results',
-    );
-  }
+  if (!ctx.config.secret && process.env[UNSIGNED_WARNED_ENV] !== '1') ctx.logger.warn(UNSIGNED_WARNING);
 }
 
 /** Whether this component serves TaskGrid+ messages; says so in the log when a secret is set. */

@@ -689,3 +689,13 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
     maxAttempts,
   };
 }
+
+/** The warning of a grid without a cluster secret. */
+export const UNSIGNED_WARNING =
+  'TASKGRID_SECRET is not set: datagrams are NOT authenticated; anyone who can reach this port can submit, register or forge results';
+
+/**
+ * Set by a local grid's supervisor for its components once it has given
+ * {@link UNSIGNED_WARNING} itself, so that a grid of nine processes does not print it nine times.
+ */
+export const UNSIGNED_WARNED_ENV = 'TASKGRID_SECRET_WARNED';

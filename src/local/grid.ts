@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateCompose } from '../compose/generate.ts';
-import { formatHostPort, statePaths, type Config } from '../config/env.ts';
+import { UNSIGNED_WARNED_ENV, UNSIGNED_WARNING, formatHostPort, statePaths, type Config } from '../config/env.ts';
 import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
 import { removeStateFile, writeState, type GridState } from './control.ts';
 import { Supervisor, type ComponentSpec } from './supervisor.ts';
@@ -153,10 +153,12 @@ export async function runGrid(
     }
     writeState(paths, state);
   };
+  // Said once here rather than by each of the components.
+  if (!o.config.secret) o.say(`warning: ${UNSIGNED_WARNING}`);
   const supervisor: Supervisor = new Supervisor({
     command: [process.execPath, join(o.root, 'bin/taskgrid.js')],
     cwd: o.root,
-    env: process.env,
+    env: o.config.secret ? process.env : { ...process.env, [UNSIGNED_WARNED_ENV]: '1' },
     logDir: paths.logs,
     format: formatLogLine,
     onChange: () => save(),

@@ -89,6 +89,13 @@ test(
         await new Promise((r) => setTimeout(r, 100));
       assert.match(out, /TaskGrid is up/, out.slice(-3000));
       assert.match(out, /npx taskgrid send reverse Hello --wait/, out.slice(-3000));
+      if (!process.env.TASKGRID_SECRET) {
+        assert.equal(
+          out.split('TASKGRID_SECRET is not set').length - 1,
+          1,
+          'the missing secret is said once, not by each process',
+        );
+      }
       children = childrenOf(grid.pid!);
       assert.equal(
         children.length,
@@ -131,6 +138,8 @@ test(
         'logs are kept under TASKGRID_HOME',
       );
     } finally {
+      // A failure before the components were listed must not leave them running.
+      if (children.length === 0 && grid.exitCode === null) children = childrenOf(grid.pid!);
       if (grid.exitCode === null) grid.kill('SIGKILL');
       for (const pid of children) if (alive(pid)) process.kill(pid, 'SIGKILL');
       rmSync(home, { recursive: true, force: true });
