@@ -14,6 +14,7 @@ import {
   type TaskView,
   type WireError,
 } from '../protocol/messages.ts';
+import { isLoopbackHost } from '../protocol/address.ts';
 import { fastCheck } from '../protocol/fast-check.ts';
 import { createUdpTransport } from '../transport/index.ts';
 import { systemClock, type Clock, type PeerAddress, type Transport } from '../transport/types.ts';
@@ -103,17 +104,13 @@ function toWire(err: unknown): WireError {
   return { code: ErrorCode.INTERNAL, message: err instanceof Error ? err.message : String(err) };
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
-
 /**
  * The address the client binds when none is given: loopback when everything it talks to is on
  * this machine, so that a local client is not reachable from the network; else every interface,
  * since the dispatcher's replies and pushes come from elsewhere.
  */
 export function defaultBindHost(targets: readonly PeerAddress[]): string {
-  if (targets.length > 0 && targets.every((t) => isLoopback(t.host))) {
+  if (targets.length > 0 && targets.every((t) => isLoopbackHost(t.host))) {
     return targets.every((t) => t.host === '::1') ? '::1' : '127.0.0.1';
   }
   return targets.some((t) => t.host.includes(':')) ? '::' : '0.0.0.0';
