@@ -18,6 +18,7 @@ import type {
   TaskSpec,
   TaskView,
   TypeStats,
+  WireError,
   WorkerStats,
 } from '../protocol/messages.ts';
 import type { PeerAddress, RequestContext, Transport } from '../transport/types.ts';
@@ -530,6 +531,14 @@ export class Dispatcher {
       this.#legacy?.send(w.instance, tasks);
       return;
     }
+    const failed = (id: number, attempt: number, error: WireError): TaskOutcome => ({
+      id,
+      attempt,
+      ok: false,
+      error,
+      permanent: false,
+      runMs: 0,
+    });
     this.#t.request(w.instance.address, 'task', { tasks }, { timeoutMs: this.#o.requestTimeoutMs }).then(
       (reply) => {
         if (reply.rejected.length === 0) return;
@@ -537,27 +546,24 @@ export class Dispatcher {
         const byId = new Map(tasks.map((x) => [x.id, x]));
         const outcomes: TaskOutcome[] = reply.rejected.flatMap((r) => {
           const task = byId.get(r.id);
-          return task
-            ? [
-                {
-                  id: r.id,
-                  attempt: task.attempt,
-                  ok: false as const,
-                  error: r.error,
-                  permanent: false,
-                  runMs: 0,
-                },
-              ]
-            : [];
+          return task ? [failed(r.id, task.attempt, r.error)] : [];
         });
-        void this.#onResult(outcomes);
+        void this.#onResult(outcomes).catch(() => {});
       },
       (err: unknown) => {
-        // The lease, or the nameservice dropping the worker, will put these tasks back.
         this.#log.warn(
           { err, worker: w.instance.id, tasks: tasks.length },
-          'a worker did not acknowledge tasks',
+          'a worker did not acknowledge tasks; they go back to their queues',
         );
+        if (this.#closed || (err instanceof TaskGridError && err.code === ErrorCode.CLOSED)) return;
+        // Unacknowledged to the request's deadline: a failed attempt now rather than at the
+        // lease's end. Should the worker have them after all, the attempt fence refuses its
+        // results for them, and the attempts running elsewhere record theirs.
+        const error: WireError = {
+          code: ErrorCode.WORKER_LOST,
+          message: `worker ${w.instance.id} did not acknowledge the task within ${this.#o.requestTimeoutMs} ms`,
+        };
+        void this.#onResult(tasks.map((t) => failed(t.id, t.attempt, error))).catch(() => {});
       },
     );
   }

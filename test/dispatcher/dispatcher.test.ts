@@ -9,6 +9,7 @@ import { Dispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { SqliteTaskStore } from '../../src/dispatcher/store/sqlite.ts';
 import { Directory } from '../../src/nameservice/directory.ts';
 import { Nameservice } from '../../src/nameservice/nameservice.ts';
+import { Registration } from '../../src/nameservice/registration.ts';
 import type { TaskView } from '../../src/protocol/messages.ts';
 import { Endpoint, MemoryNetwork, type Faults } from '../../src/transport/index.ts';
 import { TaskWorker } from '../../src/worker/worker.ts';
@@ -28,7 +29,7 @@ class MemGrid {
   readonly dAddr = { host: 'dispatcher', port: 4000 };
   #n = 0;
 
-  constructor(faults: Partial<Faults>, opts: { maxQueuedPerType?: number } = {}) {
+  constructor(faults: Partial<Faults>, opts: { maxQueuedPerType?: number; requestTimeoutMs?: number } = {}) {
     this.net = new MemoryNetwork(faults);
     const nsT = new Endpoint(this.net.link('ns', 5001), QUICK);
     this.ns = new Nameservice({ transport: nsT, heartbeatMs: 100, leaseTtlMs: 600, sweepMs: 50 });
@@ -83,6 +84,23 @@ class MemGrid {
     await w.start();
     this.#workers.set(w, t);
     return w;
+  }
+
+  /** A worker that registers and heartbeats but never acknowledges (nor runs) the tasks it is sent. */
+  async mute(types: string[]): Promise<void> {
+    const t = new Endpoint(this.net.link(`mute-${++this.#n}`, 6000), QUICK);
+    t.handle('task', () => new Promise<never>(() => {}));
+    const reg = new Registration({
+      transport: t,
+      nameservers: [this.nsAddr],
+      instance: { role: 'worker', types, address: t.address, capacity: 4 },
+      heartbeatMs: 100,
+    });
+    await reg.start();
+    this.#closers.unshift(
+      () => reg.stop(),
+      () => t.close(),
+    );
   }
 
   /** A worker that vanishes: its network link is cut and it never says goodbye. */
@@ -142,7 +160,10 @@ class MemGrid {
 }
 
 const grids: MemGrid[] = [];
-async function grid(faults: Partial<Faults> = {}, opts: { maxQueuedPerType?: number } = {}) {
+async function grid(
+  faults: Partial<Faults> = {},
+  opts: { maxQueuedPerType?: number; requestTimeoutMs?: number } = {},
+) {
   const g = new MemGrid(faults, opts);
   grids.push(g);
   await g.ready;
@@ -188,6 +209,20 @@ describe('the dispatcher', () => {
     );
     assert.ok(JSON.stringify(reply).length < 64 * 1024, 'the reply fits the smallest maximum message size');
     assert.deepEqual(reply.missing, []);
+  });
+
+  test('tasks a worker never acknowledges go back to their queue at the request deadline, not the lease', async () => {
+    const g = await grid({}, { requestTimeoutMs: 300 });
+    await g.mute(['echo']);
+    const [id] = await g.ids([{ type: 'echo', payload: 'x' }]);
+    const started = Date.now();
+    // echo's lease is its 30 s timeout and more; each of its 3 attempts ends after 300 ms instead.
+    const [view] = await g.waitAll([id!], 15_000);
+    assert.equal(view!.status, 'failed');
+    assert.equal(view!.attempts, 3);
+    assert.equal(view!.error?.code, 'TG_ERR_WORKER_LOST');
+    assert.match(view!.error?.message ?? '', /did not acknowledge the task within 300 ms/);
+    assert.ok(Date.now() - started < 15_000);
   });
 
   test('refuses a type nobody serves with TG_ERR_UNKNOWN_TYPE, per task', async () => {
