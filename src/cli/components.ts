@@ -55,7 +55,14 @@ export function componentContext(component: string, flags: ConfigFlags, env = pr
  * whatever the log level, since supervisors and tests wait for it.
  */
 export function announceReady(ctx: ComponentContext, fields: Record<string, unknown>): void {
-  const line = { level: 30, time: Date.now(), pid: process.pid, component: ctx.component, ...fields, msg: 'ready' };
+  const line = {
+    level: 30,
+    time: Date.now(),
+    pid: process.pid,
+    component: ctx.component,
+    ...fields,
+    msg: 'ready',
+  };
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
@@ -107,7 +114,9 @@ export async function runNameservice(ctx: ComponentContext): Promise<void> {
   warnIfUnsigned(ctx);
   const transport = await bind(ctx, ctx.config.nameservicePort);
   const ns = new Nameservice({ transport, logger: ctx.logger, version: VERSION });
-  const legacy = legacyServed(ctx) ? new LegacyNameservice({ transport, registry: ns, logger: ctx.logger }) : undefined;
+  const legacy = legacyServed(ctx)
+    ? new LegacyNameservice({ transport, registry: ns, logger: ctx.logger })
+    : undefined;
   legacy?.start();
   announceReady(ctx, { address: transport.address });
   onSignals(ctx, async () => {
@@ -158,7 +167,9 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
     self: advertise,
     logger: ctx.logger,
   });
-  const legacy = legacyServed(ctx) ? new LegacyDispatcher({ transport, store, directory, logger: ctx.logger }) : undefined;
+  const legacy = legacyServed(ctx)
+    ? new LegacyDispatcher({ transport, store, directory, logger: ctx.logger })
+    : undefined;
   const dispatcher = new Dispatcher({
     transport,
     store,
@@ -174,17 +185,31 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
   const registration = new Registration({
     transport,
     nameservers: [...c.nameservices],
-    instance: { role: 'dispatcher', types: [], address: advertise, capacity: 0, meta: { pid: String(process.pid) } },
+    instance: {
+      role: 'dispatcher',
+      types: [],
+      address: advertise,
+      capacity: 0,
+      meta: { pid: String(process.pid) },
+    },
     logger: ctx.logger,
     keepTrying: true,
   });
   // Both keep trying in the background when no nameservice answers yet: the dispatcher serves
   // submits meanwhile, and dispatches once workers are known.
-  await directory.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
+  await directory
+    .start()
+    .catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
   await dispatcher.start();
   legacy?.start(dispatcher);
-  registration.start().catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
-  announceReady(ctx, { address: transport.address, advertise, store: join(statePaths(c.home).data, 'dispatcher.db') });
+  registration
+    .start()
+    .catch((err: unknown) => ctx.logger.warn({ err }, 'no nameservice answered yet; still trying'));
+  announceReady(ctx, {
+    address: transport.address,
+    advertise,
+    store: join(statePaths(c.home).data, 'dispatcher.db'),
+  });
   onSignals(ctx, async () => {
     legacy?.close();
     await registration.stop();
@@ -195,10 +220,15 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
   });
 }
 
-export async function runWorker(ctx: ComponentContext, types: string[], flags: { concurrency?: string }): Promise<void> {
+export async function runWorker(
+  ctx: ComponentContext,
+  types: string[],
+  flags: { concurrency?: string },
+): Promise<void> {
   warnIfUnsigned(ctx);
   const c = ctx.config;
-  if (types.length === 0) throw new ConfigError('taskgrid worker needs at least one task type, e.g. `taskgrid worker reverse`');
+  if (types.length === 0)
+    throw new ConfigError('taskgrid worker needs at least one task type, e.g. `taskgrid worker reverse`');
   let entries: readonly WorkerTypeEntry[] = [];
   try {
     entries = loadWorkersFile(ctx.workersFile, { typesDir: ctx.typesDir });
@@ -207,7 +237,10 @@ export async function runWorker(ctx: ComponentContext, types: string[], flags: {
     ctx.logger.warn({ err }, 'workers.json not usable; using defaults for concurrency');
   }
   const entry = entries.find((e) => types.includes(e.name));
-  const concurrency = flags.concurrency !== undefined ? Number(flags.concurrency) : (c.workerConcurrency ?? entry?.concurrency ?? 4);
+  const concurrency =
+    flags.concurrency !== undefined
+      ? Number(flags.concurrency)
+      : (c.workerConcurrency ?? entry?.concurrency ?? 4);
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new ConfigError(`--concurrency=${JSON.stringify(flags.concurrency)} is not a positive integer`);
   }
@@ -219,6 +252,7 @@ export async function runWorker(ctx: ComponentContext, types: string[], flags: {
     types,
     typesDir: ctx.typesDir,
     concurrency,
+    ...(c.handlerMemoryMb !== undefined ? { memoryLimitMb: c.handlerMemoryMb } : {}),
     advertise,
     logger: ctx.logger,
     version: VERSION,
@@ -265,7 +299,9 @@ export function registerComponentCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const f = flags(cmd);
       const o = cmd.opts<{ port?: string }>();
-      await runDispatcher(componentContext('dispatcher', { ...f, nameservicePort: undefined, dispatcherPort: o.port }));
+      await runDispatcher(
+        componentContext('dispatcher', { ...f, nameservicePort: undefined, dispatcherPort: o.port }),
+      );
     });
   program
     .command('worker')
@@ -280,7 +316,11 @@ export function registerComponentCommands(program: Command): void {
       const f = flags(cmd);
       const o = cmd.opts<{ port?: string; concurrency?: string }>();
       await runWorker(
-        componentContext(`worker-${types.join('+')}`, { ...f, nameservicePort: undefined, workerPort: o.port }),
+        componentContext(`worker-${types.join('+')}`, {
+          ...f,
+          nameservicePort: undefined,
+          workerPort: o.port,
+        }),
         types,
         o.concurrency !== undefined ? { concurrency: o.concurrency } : {},
       );

@@ -67,6 +67,8 @@ export const BOUNDS = {
   maxAttempts: { min: 1, max: 100 },
   concurrency: { min: 1, max: 10_000 },
   replicas: { min: 1, max: 1_000 },
+  /** Heap of one handler thread, in MiB. */
+  handlerMemoryMb: { min: 16, max: 65_536 },
 } as const;
 
 /**
@@ -91,6 +93,7 @@ export const CONFIG_SOURCES = {
   workerConcurrency: { env: 'TASKGRID_WORKER_CONCURRENCY', flag: '--concurrency' },
   taskTimeoutMs: { env: 'TASKGRID_TASK_TIMEOUT_MS', flag: '--timeout-ms' },
   maxAttempts: { env: 'TASKGRID_MAX_ATTEMPTS', flag: '--max-attempts' },
+  handlerMemoryMb: { env: 'TASKGRID_HANDLER_MEMORY_MB', flag: '--handler-memory-mb' },
 } as const;
 
 export type ConfigKey = keyof typeof CONFIG_SOURCES;
@@ -126,6 +129,7 @@ export interface ConfigFlags {
   workerConcurrency?: string | number | undefined;
   taskTimeoutMs?: string | number | undefined;
   maxAttempts?: string | number | undefined;
+  handlerMemoryMb?: string | number | undefined;
 }
 
 /** The resolved configuration of one component. */
@@ -167,6 +171,11 @@ export interface Config {
   readonly taskTimeoutMs: number | undefined;
   /** Most attempts per task; undefined = the workers.json entry's, else the dispatcher's. */
   readonly maxAttempts: number | undefined;
+  /**
+   * Heap limit of each of a worker's handler threads (V8's old generation), in MiB; a handler
+   * that needs more fails its task and the thread is replaced. Undefined = 512.
+   */
+  readonly handlerMemoryMb: number | undefined;
 }
 
 /** Options of {@link loadConfig}. */
@@ -660,6 +669,7 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
   const workerConcurrency = bounded('workerConcurrency', 'a concurrency', BOUNDS.concurrency);
   const taskTimeoutMs = bounded('taskTimeoutMs', 'a task timeout in milliseconds', BOUNDS.taskTimeoutMs);
   const maxAttempts = bounded('maxAttempts', 'a number of attempts', BOUNDS.maxAttempts);
+  const handlerMemoryMb = bounded('handlerMemoryMb', 'a heap size in MiB', BOUNDS.handlerMemoryMb);
 
   if (problems.length === 1) throw new ConfigError(problems[0] ?? '');
   if (problems.length > 1) {
@@ -687,6 +697,7 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
     workerConcurrency,
     taskTimeoutMs,
     maxAttempts,
+    handlerMemoryMb,
   };
 }
 

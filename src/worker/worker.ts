@@ -40,6 +40,8 @@ export interface WorkerOptions {
   concurrency?: number;
   /** Handler threads; default from the pool. */
   threads?: number;
+  /** Heap limit of each handler thread in MiB; default from the pool (512). */
+  memoryLimitMb?: number;
   /** The address the dispatcher reaches this worker at. */
   advertise: PeerAddress;
   id?: string;
@@ -94,6 +96,7 @@ export class TaskWorker {
       types: options.types,
       concurrency: this.#o.concurrency,
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
+      ...(options.memoryLimitMb !== undefined ? { memoryLimitMb: options.memoryLimitMb } : {}),
       logger: this.#log,
     });
     this.#reg = new Registration({

@@ -157,3 +157,28 @@ test(
     }
   },
 );
+
+test(
+  'TASKGRID_HANDLER_MEMORY_MB sets the heap limit of the handler threads of a worker process',
+  { timeout: 120_000 },
+  async () => {
+    const grid = await Grid.start({
+      typesDir: FIXTURES,
+      workersJson: [
+        { name: 'alloc', active: true, description: 'allocates', timeoutMs: 60_000, maxAttempts: 1 },
+      ],
+      env: { TASKGRID_HANDLER_MEMORY_MB: '64' },
+    });
+    const client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+    try {
+      await grid.startWorker(['alloc'], 1);
+      const id = await client.submit({ type: 'alloc', payload: '' });
+      const view = await client.wait(id, { timeoutMs: 60_000 });
+      assert.equal(view.status, 'failed');
+      assert.match(view.error?.message ?? '', /ran out of memory \(limit 64 MB\)/);
+    } finally {
+      await client.close();
+      await grid.stop();
+    }
+  },
+);

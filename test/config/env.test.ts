@@ -55,6 +55,7 @@ test('an empty environment gives the documented defaults', () => {
     workerConcurrency: undefined,
     taskTimeoutMs: undefined,
     maxAttempts: undefined,
+    handlerMemoryMb: undefined,
   });
 });
 
@@ -109,6 +110,7 @@ const accepted: readonly [string, string, Partial<Config>][] = [
   ['TASKGRID_WORKER_CONCURRENCY', '16', { workerConcurrency: 16 }],
   ['TASKGRID_TASK_TIMEOUT_MS', '30000', { taskTimeoutMs: 30_000 }],
   ['TASKGRID_MAX_ATTEMPTS', '5', { maxAttempts: 5 }],
+  ['TASKGRID_HANDLER_MEMORY_MB', '256', { handlerMemoryMb: 256 }],
 ];
 
 for (const [name, value, expected] of accepted) {
@@ -145,6 +147,7 @@ const rejected: readonly [string, string, string][] = [
   ['TASKGRID_WORKER_CONCURRENCY', '0', 'not a concurrency (expected an integer 1-10000)'],
   ['TASKGRID_TASK_TIMEOUT_MS', '86400001', 'not a task timeout'],
   ['TASKGRID_MAX_ATTEMPTS', '101', 'not a number of attempts (expected an integer 1-100)'],
+  ['TASKGRID_HANDLER_MEMORY_MB', '8', 'not a heap size in MiB (expected an integer 16-65536)'],
 ];
 
 for (const [name, value, reason] of rejected) {
