@@ -219,10 +219,13 @@ describe('Registration', () => {
     'registrations survive 30% loss with duplication without lapsing',
     withGrid(
       async (g) => {
-        const { ns, address } = g.nameservice('ns', 5001, { ...FAST_NS, heartbeatMs: 50, leaseTtlMs: 400 });
+        // Twenty heartbeats per lease: loss alone would almost never lapse one, and a lease of a
+        // second outlasts the event-loop stalls of a loaded machine (this process runs both
+        // sides: a stall longer than the lease once let the sweep run before the next heartbeat).
+        const { ns, address } = g.nameservice('ns', 5001, { ...FAST_NS, heartbeatMs: 50, leaseTtlMs: 1_000 });
         const { reg } = worker(g, 'w1', [address], { startTimeoutMs: 3_000, requestTimeoutMs: 1_000 });
         await reg.start();
-        await sleep(1_500);
+        await sleep(2_500);
         assert.equal(ns.stats().expired, 0);
         assert.equal(ns.stats().instances, 1);
       },
