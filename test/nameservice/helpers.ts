@@ -20,8 +20,12 @@ export const QUICK: EndpointOptions = {
   requestTimeoutMs: 5_000,
 };
 
-/** Nameservice timing for tests: heartbeats every 50 ms, leases of 300 ms. */
-export const FAST_NS = { heartbeatMs: 50, leaseTtlMs: 300, sweepMs: 20, changesTimeoutMs: 1_000 } as const;
+/**
+ * Nameservice timing for tests: heartbeats every 50 ms, leases of 600 ms (twelve heartbeats, so
+ * that an event-loop stall of a loaded machine in the one process running both sides does not
+ * lapse a lease that heartbeats keep).
+ */
+export const FAST_NS = { heartbeatMs: 50, leaseTtlMs: 600, sweepMs: 20, changesTimeoutMs: 1_000 } as const;
 
 export interface RunningNameservice {
   ns: Nameservice;
