@@ -7,7 +7,7 @@
  * and the nameservice's view cover lost workers: a lapsed task lease or a vanished worker puts
  * the task back in its queue with backoff; out of attempts, it is `failed`.
  */
-import { BusyError, ErrorCode, TaskGridError } from '../errors.ts';
+import { BusyError, ErrorCode, TaskGridError, TimeoutError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { silentLogger } from '../log.ts';
 import type {
@@ -551,18 +551,19 @@ export class Dispatcher {
         void this.#onResult(outcomes).catch(() => {});
       },
       (err: unknown) => {
+        if (this.#closed || (err instanceof TaskGridError && err.code === ErrorCode.CLOSED)) return;
         this.#log.warn(
           { err, worker: w.instance.id, tasks: tasks.length },
-          'a worker did not acknowledge tasks; they go back to their queues',
+          'a worker did not take tasks; they go back to their queues',
         );
-        if (this.#closed || (err instanceof TaskGridError && err.code === ErrorCode.CLOSED)) return;
-        // Unacknowledged to the request's deadline: a failed attempt now rather than at the
-        // lease's end. Should the worker have them after all, the attempt fence refuses its
-        // results for them, and the attempts running elsewhere record theirs.
-        const error: WireError = {
-          code: ErrorCode.WORKER_LOST,
-          message: `worker ${w.instance.id} did not acknowledge the task within ${this.#o.requestTimeoutMs} ms`,
-        };
+        // Unacknowledged to the request's deadline (or refused with an error reply): a failed
+        // attempt now rather than at the lease's end. Should the worker have them after all, the
+        // attempt fence refuses its results for them, and the attempts running elsewhere record theirs.
+        const why =
+          err instanceof TimeoutError
+            ? `did not acknowledge the task within ${this.#o.requestTimeoutMs} ms`
+            : `refused the task request (${err instanceof TaskGridError ? `${err.code}: ${err.message}` : String(err)})`;
+        const error: WireError = { code: ErrorCode.WORKER_LOST, message: `worker ${w.instance.id} ${why}` };
         void this.#onResult(tasks.map((t) => failed(t.id, t.attempt, error))).catch(() => {});
       },
     );
