@@ -3,8 +3,9 @@
  * one file (from `worker_types/`: `import type { HandlerContext } from '../src/worker/handler-api.ts'`).
  *
  * A task type is a module named after the type (`worker_types/<type>.ts`, `.js` or `.mjs`)
- * exporting `handle`. It runs in a worker thread, never on the worker's main thread, so it may
- * block; a handler that overruns its timeout is stopped by terminating its thread.
+ * exporting `handle`. It runs in a worker thread, so it may block; a handler that overruns its
+ * timeout is stopped by terminating its thread. A type marked `"inline": true` in workers.json
+ * runs on the worker's main thread instead, where it must not block: nothing can stop it there.
  *
  * @example
  * ```ts

@@ -23,12 +23,22 @@
  *   its thread-mates with it (as TG_ERR_WORKER_LOST; so do outcomes that were computed but had
  *   not yet left the thread). For long CPU-bound types, give as many threads as concurrency;
  *   asynchronous types (I/O, waits) can share a few threads among many tasks.
+ * - Types named in `inline` run on the calling (main) thread instead, through the same
+ *   HandlerHost a thread uses: no hand-over between threads, so a small task costs less and
+ *   ends sooner, but nothing protects the process from its handler. A synchronous loop stops
+ *   the whole worker (the deadline timer cannot even fire), process.exit() ends it, and its
+ *   memory is the worker's own. A timeout or cancel fires the handler's signal; one that
+ *   ignores it past the grace period is given up (its outcome stands, its later result is
+ *   dropped) but cannot be stopped. For trusted, short handlers only. A pool whose types are
+ *   all inline starts no thread.
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ConfigError, ErrorCode, TaskGridError } from '../errors.ts';
 import type { TaskOutcome } from '../protocol/messages.ts';
+import type { Handler } from './handler-api.ts';
+import { HandlerHost, loadHandlers } from './handler-host.ts';
 import { findHandlerFile } from './loader.ts';
 import type {
   AbortCause,
@@ -70,6 +80,11 @@ export interface HandlerPoolOptions {
   typesDir: string;
   /** Task types to load; every thread loads all of them. */
   types: readonly string[];
+  /**
+   * Types run on the main thread rather than in a handler thread (each must be in `types`):
+   * for trusted, short handlers only, see the module's notes. Default: none.
+   */
+  inline?: readonly string[];
   /** Most tasks running at once across the pool. Default: the number of cores. */
   concurrency?: number;
   /** Handler threads. Default: the number of cores, but no more than `concurrency`. */
@@ -128,7 +143,13 @@ interface Job {
   done: boolean;
 }
 
-/** One handler thread and the tasks it runs. */
+/** What the pool needs of a handler thread, or of the main-thread host of the inline types. */
+interface SlotPort {
+  postMessage(msg: ToThread): void;
+  terminate(): Promise<unknown>;
+}
+
+/** One handler thread (or the inline host) and the tasks it runs. */
 class ThreadSlot {
   state: 'starting' | 'ready' | 'dead' = 'starting';
   readonly jobs = new Map<number, Job>();
@@ -142,7 +163,11 @@ class ThreadSlot {
   resolveReady!: () => void;
   rejectReady!: (err: Error) => void;
 
-  constructor(readonly worker: Worker) {
+  constructor(
+    readonly worker: SlotPort,
+    /** The host of the inline types on the main thread, not a thread. */
+    readonly inline = false,
+  ) {
     this.ready = new Promise<void>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -160,6 +185,10 @@ class JobQueue {
 
   get size(): number {
     return this.#items.length - this.#head;
+  }
+
+  peek(): Job | undefined {
+    return this.#items[this.#head];
   }
 
   push(job: Job): void {
@@ -217,6 +246,8 @@ export class HandlerPool {
   readonly #typeSet: ReadonlySet<string>;
   /** Index of each type in #types, as `run` messages name it. */
   readonly #typeIndex: ReadonlyMap<string, number>;
+  readonly #inlineTypes: ReadonlySet<string>;
+  #inlineHandlers: ReadonlyMap<string, Handler> | undefined;
   readonly #concurrency: number;
   readonly #threadCount: number;
   readonly #defaultTimeoutMs: number;
@@ -250,6 +281,14 @@ export class HandlerPool {
     this.#typeSet = new Set(options.types);
     this.#types = [...this.#typeSet];
     this.#typeIndex = new Map(this.#types.map((type, i) => [type, i]));
+    this.#inlineTypes = new Set(options.inline ?? []);
+    for (const type of this.#inlineTypes) {
+      if (!this.#typeSet.has(type)) {
+        throw new ConfigError(
+          `inline task type "${type}" is not one of this pool's types (${this.#types.join(', ')})`,
+        );
+      }
+    }
     this.#concurrency = positiveInt('concurrency', options.concurrency ?? cores);
     this.#threadCount = positiveInt('threads', options.threads ?? Math.min(cores, this.#concurrency));
     this.#defaultTimeoutMs = positiveInt(
@@ -300,7 +339,14 @@ export class HandlerPool {
 
   /** Live handler threads, ready or starting (a replacement starts as soon as one dies). */
   get threads(): number {
-    return this.#threads.length;
+    let n = 0;
+    for (const slot of this.#threads) if (!slot.inline) n++;
+    return n;
+  }
+
+  /** The task types this pool runs on the main thread. */
+  get inline(): readonly string[] {
+    return [...this.#inlineTypes];
   }
 
   /** The task types this pool runs. */
@@ -325,7 +371,14 @@ export class HandlerPool {
       for (const type of this.#types) files[type] = await findHandlerFile(this.#typesDir, type);
       if (this.#state !== 'starting') throw closedWhileStarting();
       this.#threadData = threadData(files, this.#types);
-      const slots = Array.from({ length: this.#threadCount }, () => this.#spawn());
+      if (this.#inlineTypes.size > 0) {
+        this.#inlineHandlers = await loadInline(files, this.#threadData, [...this.#inlineTypes]);
+        if (this.#state !== 'starting') throw closedWhileStarting();
+        this.#spawnInline();
+      }
+      const threadTypes = this.#types.filter((type) => !this.#inlineTypes.has(type));
+      const count = threadTypes.length > 0 ? this.#threadCount : 0;
+      const slots = Array.from({ length: count }, () => this.#spawn());
       await Promise.all(slots.map((slot) => slot.ready));
     } catch (err) {
       await this.close();
@@ -486,6 +539,29 @@ export class HandlerPool {
     return slot;
   }
 
+  /** The host of the inline types: ready at once, on this thread. */
+  #spawnInline(): ThreadSlot {
+    const handlers = this.#inlineHandlers;
+    if (!handlers)
+      throw new TaskGridError(ErrorCode.INTERNAL, 'inline host spawned before its handlers loaded');
+    // Outcomes come back from a setImmediate, never during a call: `slot` is set by then.
+    const host = new HandlerHost((msg) => this.#onMessage(slot, msg), handlers, this.#types);
+    const slot = new ThreadSlot(
+      {
+        postMessage: (msg) => host.onMessage(msg),
+        terminate: () => {
+          host.close();
+          return Promise.resolve();
+        },
+      },
+      true,
+    );
+    this.#threads.push(slot);
+    slot.state = 'ready';
+    slot.resolveReady();
+    return slot;
+  }
+
   #onMessage(slot: ThreadSlot, msg: FromThread): void {
     if (slot.state === 'dead') return;
     switch (msg.k) {
@@ -634,24 +710,30 @@ export class HandlerPool {
     this.#respawnTimers.add(timer);
   }
 
-  /** Hands queued tasks to the least busy ready threads while there is room. */
+  /** Hands queued tasks, in order, to the inline host or the least busy ready thread while there is room. */
   #pump(): void {
     if (this.#state !== 'running' && this.#state !== 'closing') return;
     while (this.#queued > 0 && this.#running < this.#concurrency) {
-      const slot = this.#leastBusy();
-      if (!slot) return;
-      const job = this.#queue.shift();
+      const job = this.#queue.peek();
       if (!job) return;
-      if (job.done) continue;
-      this.#queued--;
-      this.#dispatch(job, slot);
+      if (!job.done) {
+        const slot = this.#slotFor(job.task.type);
+        if (!slot) return;
+        this.#queued--;
+        this.#dispatch(job, slot);
+      }
+      this.#queue.shift();
     }
   }
 
-  #leastBusy(): ThreadSlot | undefined {
+  /** The inline host for an inline type, else the ready thread with the fewest running tasks. */
+  #slotFor(type: string): ThreadSlot | undefined {
+    const inline = this.#inlineTypes.has(type);
     let best: ThreadSlot | undefined;
     for (const slot of this.#threads) {
-      if (slot.state === 'ready' && (!best || slot.jobs.size < best.jobs.size)) best = slot;
+      if (slot.state !== 'ready' || slot.inline !== inline) continue;
+      if (inline) return slot;
+      if (!best || slot.jobs.size < best.jobs.size) best = slot;
     }
     return best;
   }
@@ -733,15 +815,20 @@ export class HandlerPool {
       if (job.done || slot.state === 'dead') return;
       this.#logger?.warn(
         { taskId: job.task.id, cause, graceMs: this.#abortGraceMs, otherTasks: slot.jobs.size - 1 },
-        'handler ignored its abort signal; terminating its thread',
+        slot.inline
+          ? 'inline handler ignored its abort signal; giving up on it (it cannot be stopped)'
+          : 'handler ignored its abort signal; terminating its thread',
       );
       this.#retire(slot, (other) =>
         lostOutcome(
           other,
-          `its handler thread was terminated to stop task ${job.task.id}, which ignored its ${cause}`,
+          slot.inline
+            ? `it ran inline beside task ${job.task.id}, which ignored its ${cause}`
+            : `its handler thread was terminated to stop task ${job.task.id}, which ignored its ${cause}`,
         ),
       );
-      this.#respawn();
+      if (!slot.inline) this.#respawn();
+      else if (this.#state === 'running') this.#spawnInline();
     }, this.#abortGraceMs);
   }
 
@@ -775,6 +862,23 @@ function threadData(files: Record<string, string>, types: readonly string[]): Th
   // each registration costs every thread start-up time (tsx's ESM hooks alone take ~0.4 s).
   const register = needsTs ? [import.meta.resolve('tsx/esm/api')] : [];
   return { entry, register, files, types };
+}
+
+/**
+ * Imports the inline types' handlers on this thread. TypeScript modules need a loader: this
+ * thread has one when this module is TypeScript itself (tsx); a build registers tsx for them,
+ * as each handler thread does.
+ */
+async function loadInline(
+  files: Record<string, string>,
+  data: ThreadData,
+  types: readonly string[],
+): Promise<Map<string, Handler>> {
+  const selfIsTs = fileURLToPath(import.meta.url).endsWith('.ts');
+  if (!selfIsTs && types.some((type) => files[type]!.endsWith('.ts'))) {
+    for (const url of data.register) ((await import(url)) as { register(): void }).register();
+  }
+  return loadHandlers(files, types);
 }
 
 function closedWhileStarting(): TaskGridError {
