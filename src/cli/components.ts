@@ -223,7 +223,7 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
 export async function runWorker(
   ctx: ComponentContext,
   types: string[],
-  flags: { concurrency?: string },
+  flags: { concurrency?: string; inline?: boolean },
 ): Promise<void> {
   warnIfUnsigned(ctx);
   const c = ctx.config;
@@ -244,6 +244,10 @@ export async function runWorker(
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new ConfigError(`--concurrency=${JSON.stringify(flags.concurrency)} is not a positive integer`);
   }
+  // --inline / --no-inline for every type of this worker; else each type's workers.json entry.
+  const inline = types.filter(
+    (type) => flags.inline ?? entries.find((e) => e.name === type)?.inline ?? false,
+  );
   const transport = await bind(ctx, c.workerPort);
   const advertise = advertiseAddress(c, { hostname: hostname() }, transport.address.port);
   const worker = new TaskWorker({
@@ -252,13 +256,14 @@ export async function runWorker(
     types,
     typesDir: ctx.typesDir,
     concurrency,
+    inline,
     ...(c.handlerMemoryMb !== undefined ? { memoryLimitMb: c.handlerMemoryMb } : {}),
     advertise,
     logger: ctx.logger,
     version: VERSION,
   });
   await worker.start();
-  announceReady(ctx, { address: transport.address, advertise, types, concurrency, id: worker.id });
+  announceReady(ctx, { address: transport.address, advertise, types, concurrency, inline, id: worker.id });
   onSignals(ctx, async () => {
     await worker.stop();
     await transport.close();
@@ -309,12 +314,14 @@ export function registerComponentCommands(program: Command): void {
     .argument('<types...>', 'task types (modules in worker_types/)')
     .option('--port <port>', 'UDP port, 0 = any free port (TASKGRID_WORKER_PORT)')
     .option('--concurrency <n>', 'tasks run at once (TASKGRID_WORKER_CONCURRENCY)')
+    .option('--inline', 'run the handlers on the main thread, not in handler threads (workers.json "inline")')
+    .option('--no-inline', 'run the handlers in handler threads, whatever workers.json says')
     .option('--bind <address>', 'address to bind (TASKGRID_BIND)')
     .option('--advertise <host[:port]>', 'address the dispatcher reaches it at (TASKGRID_ADVERTISE)')
     .option('--log-level <level>', 'TASKGRID_LOG_LEVEL')
     .action(async (types: string[], _o, cmd: Command) => {
       const f = flags(cmd);
-      const o = cmd.opts<{ port?: string; concurrency?: string }>();
+      const o = cmd.opts<{ port?: string; concurrency?: string; inline?: boolean }>();
       await runWorker(
         componentContext(`worker-${types.join('+')}`, {
           ...f,
@@ -322,7 +329,10 @@ export function registerComponentCommands(program: Command): void {
           workerPort: o.port,
         }),
         types,
-        o.concurrency !== undefined ? { concurrency: o.concurrency } : {},
+        {
+          ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
+          ...(o.inline !== undefined ? { inline: o.inline } : {}),
+        },
       );
     });
 }

@@ -280,7 +280,7 @@ export function generateCompose(entries: readonly WorkerTypeEntry[], options: Co
         ...(entry.timeoutMs !== undefined ? { TASKGRID_TASK_TIMEOUT_MS: String(entry.timeoutMs) } : {}),
         ...(entry.maxAttempts !== undefined ? { TASKGRID_MAX_ATTEMPTS: String(entry.maxAttempts) } : {}),
       },
-      command: ['worker', entry.name],
+      command: ['worker', entry.name, ...(entry.inline ? ['--inline'] : [])],
       restart: true,
       healthcheck: ping(c.workerPort),
       replicas: entry.replicas,

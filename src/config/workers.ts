@@ -28,6 +28,11 @@ export interface WorkerTypeEntry {
   readonly timeoutMs: number | undefined;
   /** Most attempts per task; undefined = the dispatcher's default. */
   readonly maxAttempts: number | undefined;
+  /**
+   * Run the handler on the worker's main thread rather than in a handler thread: faster for
+   * small tasks, unprotected from a handler that blocks, crashes or exits. Default false.
+   */
+  readonly inline: boolean;
 }
 
 /** File extensions of a task type module, in the order they are looked for. */
@@ -69,6 +74,7 @@ const FIELDS = {
     schema: intIn(BOUNDS.maxAttempts),
     expected: `an integer ${BOUNDS.maxAttempts.min}-${BOUNDS.maxAttempts.max}`,
   },
+  inline: { required: false, schema: z.boolean(), expected: 'true or false' },
 } as const;
 
 type FieldName = keyof typeof FIELDS;
@@ -240,6 +246,7 @@ export function parseWorkers(text: string, options: ParseWorkersOptions = {}): r
       concurrency: (values.concurrency as number | undefined) ?? DEFAULTS.concurrency,
       timeoutMs: values.timeoutMs as number | undefined,
       maxAttempts: values.maxAttempts as number | undefined,
+      inline: (values.inline as boolean | undefined) ?? false,
     });
   }
 

@@ -35,7 +35,7 @@ export function gridComponents(entries: readonly WorkerTypeEntry[]): ComponentSp
     for (let i = 1; i <= e.replicas; i++) {
       specs.push({
         name: e.replicas > 1 ? `worker-${e.name}-${i}` : `worker-${e.name}`,
-        args: ['worker', e.name, '--concurrency', String(e.concurrency)],
+        args: ['worker', e.name, '--concurrency', String(e.concurrency), ...(e.inline ? ['--inline'] : [])],
         group: 'workers',
       });
     }

@@ -38,6 +38,8 @@ export interface WorkerOptions {
   typesDir: string;
   /** Tasks run at once (the capacity the worker registers). */
   concurrency?: number;
+  /** Types whose handlers run on the main thread (see HandlerPoolOptions.inline); default none. */
+  inline?: readonly string[];
   /** Handler threads; default from the pool. */
   threads?: number;
   /** Heap limit of each handler thread in MiB; default from the pool (512). */
@@ -95,6 +97,7 @@ export class TaskWorker {
       typesDir: options.typesDir,
       types: options.types,
       concurrency: this.#o.concurrency,
+      ...(options.inline !== undefined ? { inline: options.inline } : {}),
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
       ...(options.memoryLimitMb !== undefined ? { memoryLimitMb: options.memoryLimitMb } : {}),
       logger: this.#log,

@@ -47,6 +47,7 @@ const type = (name: string, fields: Partial<WorkerTypeEntry> = {}): WorkerTypeEn
   concurrency: 4,
   timeoutMs: undefined,
   maxAttempts: undefined,
+  inline: false,
   ...fields,
 });
 
@@ -139,9 +140,14 @@ test('the output is deterministic, whatever the order of the entries', () => {
 });
 
 test('each worker runs its type with the entry settings as environment variables', () => {
-  const file = compose([type('sum', { concurrency: 9, timeoutMs: 1500, maxAttempts: 2 }), type('hash')]);
+  const file = compose([
+    type('sum', { concurrency: 9, timeoutMs: 1500, maxAttempts: 2 }),
+    type('hash'),
+    type('upper', { inline: true }),
+  ]);
   const sum = service(file, 'worker-sum');
   assert.deepEqual(sum.command, ['worker', 'sum']);
+  assert.deepEqual(service(file, 'worker-upper').command, ['worker', 'upper', '--inline']);
   assert.equal(sum.environment?.TASKGRID_WORKER_CONCURRENCY, '9');
   assert.equal(sum.environment?.TASKGRID_TASK_TIMEOUT_MS, '1500');
   assert.equal(sum.environment?.TASKGRID_MAX_ATTEMPTS, '2');

@@ -63,6 +63,7 @@ test('an array file and a TaskGrid+ {"workers": [...]} file give the same entrie
       concurrency: 8,
       timeoutMs: undefined,
       maxAttempts: undefined,
+      inline: false,
     },
     {
       name: 'beta',
@@ -72,6 +73,7 @@ test('an array file and a TaskGrid+ {"workers": [...]} file give the same entrie
       concurrency: 4,
       timeoutMs: undefined,
       maxAttempts: undefined,
+      inline: false,
     },
     {
       name: 'gamma',
@@ -81,6 +83,7 @@ test('an array file and a TaskGrid+ {"workers": [...]} file give the same entrie
       concurrency: 4,
       timeoutMs: 5000,
       maxAttempts: 2,
+      inline: true,
     },
   ];
   assert.deepEqual(fixture('array.json'), expected);
@@ -147,6 +150,7 @@ const badFields: readonly [string, Record<string, unknown>, string][] = [
   ],
   ['active', { active: 'yes' }, 'entry 1 ("sum"): active "yes" is not valid (expected true or false)'],
   ['description', { description: 7 }, 'entry 1 ("sum"): description 7 is not valid (expected a string'],
+  ['inline', { inline: 'true' }, 'entry 1 ("sum"): inline "true" is not valid (expected true or false)'],
   ['an unknown field', { replica: 2 }, 'entry 1 ("sum"): unknown field "replica" (did you mean "replicas"?)'],
   [
     'an unknown field',

@@ -59,7 +59,7 @@ test(
       workersFile,
       JSON.stringify([
         { name: 'reverse', active: true, description: 'reverse', replicas: 3, concurrency: 4 },
-        { name: 'sum', active: true, description: 'sum' },
+        { name: 'sum', active: true, description: 'sum', inline: true },
         { name: 'hash', active: false, description: 'inactive: no process' },
       ]),
     );
@@ -120,6 +120,9 @@ test(
       const sent = await cli(['send', 'reverse', 'Hello', '--wait']);
       assert.equal(sent.code, 0);
       assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
+      const summed = await cli(['send', 'sum', '1,2,3', '--wait']);
+      assert.equal(summed.code, 0);
+      assert.equal(summed.stdout.trim().split('\n').at(-1), '6', 'the inline type serves its tasks');
       const workers = await cli(['workers', '--json']);
       const { instances: list } = JSON.parse(workers.stdout.trim().split('\n').at(-1)!) as {
         instances: { role: string; types: string[] }[];
@@ -137,6 +140,14 @@ test(
         /"msg":"ready"/,
         'logs are kept under TASKGRID_HOME',
       );
+      const ready = (name: string) =>
+        JSON.parse(
+          readFileSync(join(home, 'logs', `${name}.log`), 'utf8')
+            .split('\n')
+            .find((line) => line.includes('"msg":"ready"'))!,
+        ) as { inline: string[] };
+      assert.deepEqual(ready('worker-sum').inline, ['sum'], 'workers.json "inline" reaches the worker');
+      assert.deepEqual(ready('worker-reverse-1').inline, [], 'a type without "inline" runs in threads');
     } finally {
       // A failure before the components were listed must not leave them running.
       if (children.length === 0 && grid.exitCode === null) children = childrenOf(grid.pid!);

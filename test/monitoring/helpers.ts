@@ -18,6 +18,7 @@ export const ENTRIES: readonly WorkerTypeEntry[] = [
     concurrency: 4,
     timeoutMs: 30_000,
     maxAttempts: 3,
+    inline: false,
   })),
   {
     name: 'shout',
@@ -27,6 +28,7 @@ export const ENTRIES: readonly WorkerTypeEntry[] = [
     concurrency: 4,
     timeoutMs: undefined,
     maxAttempts: undefined,
+    inline: false,
   },
 ];
 

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { ROOT, startTs, type Child } from './process.ts';
 
 export interface GridOptions {
-  /** Worker processes to start: type names per process. */
-  workers?: { types: string[]; concurrency?: number }[];
+  /** Worker processes to start: type names per process, and whether they run inline (`--inline`). */
+  workers?: { types: string[]; concurrency?: number; inline?: boolean }[];
   /** workers.json entries (default: the project's file). */
   workersJson?: unknown[];
   /** Directory of task type modules (default: worker_types/). */
@@ -73,9 +73,10 @@ export class Grid {
     this.dispatcherPort = (await Grid.#ready(this.dispatcher)).address.port;
   }
 
-  async startWorker(types: string[], concurrency?: number): Promise<Child> {
+  async startWorker(types: string[], concurrency?: number, inline = false): Promise<Child> {
     const args = ['worker', ...types];
     if (concurrency !== undefined) args.push('--concurrency', String(concurrency));
+    if (inline) args.push('--inline');
     const w = this.#spawn(args);
     await Grid.#ready(w);
     this.workers.push(w);
@@ -87,7 +88,7 @@ export class Grid {
     try {
       await g.startNameservice();
       await g.startDispatcher();
-      await Promise.all((options.workers ?? []).map((w) => g.startWorker(w.types, w.concurrency)));
+      await Promise.all((options.workers ?? []).map((w) => g.startWorker(w.types, w.concurrency, w.inline)));
     } catch (err) {
       await g.stop();
       throw err;
