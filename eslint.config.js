@@ -4,7 +4,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', '.taskgrid/', 'bench/results/', 'coverage/'] },
+  { ignores: ['dist/', 'node_modules/', '.taskgrid/', 'bench/results/', 'bench/scratch/', 'coverage/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
