@@ -238,13 +238,14 @@ export class TaskWorker {
     });
   }
 
+  /** Results leave in a microtask: all the outcomes the pool delivers in one go share a request, without waiting for the next turn of the event loop. */
   #queueResult(link: DispatcherLink, outcome: TaskOutcome): void {
     link.outcomes.push(outcome);
     this.#outbox.add(link);
     this.#unacked++;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      setImmediate(() => this.#flush());
+      queueMicrotask(() => this.#flush());
     }
   }
 
