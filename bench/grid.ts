@@ -3,7 +3,9 @@
  * processes over real UDP on loopback, beside a raw node:dgram ping-pong between two processes
  * measured in the same run (the machine's speed drifts; only ratios within a run mean much).
  *
- *   npx tsx bench/grid.ts [--quick] [--workers N]
+ *   npx tsx bench/grid.ts [--quick] [--workers N] [--inline]
+ *
+ * --inline: the workers run `reverse` on their main thread (`taskgrid worker --inline`).
  *
  * (`npm run bench` is bench/main.ts: this beside BullMQ, with more workers and 1M queued.)
  *
@@ -24,6 +26,7 @@ const ROUNDS = quick ? 2 : 3;
 const TASKS = quick ? 5_000 : 10_000;
 const SEQ = quick ? 500 : 2_000;
 const CONCURRENCY = 256;
+const INLINE = args.includes('--inline');
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** Sequential raw node:dgram round trips to an echo in another process, sorted (after 200 unmeasured). */
@@ -39,7 +42,7 @@ async function rawPingPongSorted(n: number): Promise<number[]> {
   }
 }
 
-const grid = await startTaskGrid(WORKERS, CONCURRENCY);
+const grid = await startTaskGrid(WORKERS, INLINE, CONCURRENCY);
 const rounds = {
   tps: [] as number[],
   p50_us: [] as number[],
@@ -73,7 +76,7 @@ const s = Object.fromEntries(Object.entries(rounds).map(([k, v]) => [k, summary(
   ReturnType<typeof summary>
 >;
 console.log(
-  `grid benchmark (${quick ? 'quick' : 'full'}; ${ROUNDS} rounds; ${WORKERS} reverse worker process(es), concurrency ${CONCURRENCY}; median [min..max])`,
+  `grid benchmark (${quick ? 'quick' : 'full'}; ${ROUNDS} rounds; ${WORKERS} reverse worker process(es)${INLINE ? ' running it inline' : ''}, concurrency ${CONCURRENCY}; median [min..max])`,
 );
 const rows: [string, keyof typeof rounds][] = [
   [`end to end, ${TASKS.toLocaleString('en-US')} reverse tasks (tasks/s)`, 'tps'],
@@ -88,7 +91,11 @@ mkdirSync(`${root}bench/results`, { recursive: true });
 const file = `${root}bench/results/grid-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
 writeFileSync(
   file,
-  JSON.stringify({ quick, workers: WORKERS, tasks: TASKS, sequential: SEQ, rounds, summary: s }, null, 2),
+  JSON.stringify(
+    { quick, workers: WORKERS, inline: INLINE, tasks: TASKS, sequential: SEQ, rounds, summary: s },
+    null,
+    2,
+  ),
 );
 console.log(`  results: ${file}`);
 console.log(

@@ -8,7 +8,10 @@
  * TaskGrid request/response with 1,000 in flight, between two processes); then TaskGrid and
  * BullMQ (the order alternating between rounds), each with one worker process (warm-up,
  * sequential round trips, throughput) and then with four (throughput). TaskGrid: the CLI's
- * nameservice, dispatcher and workers as processes over UDP on loopback, one client here.
+ * nameservice, dispatcher and workers as processes over UDP on loopback, one client here; its
+ * workers run `reverse` inline (`taskgrid worker --inline`, on their main thread, as BullMQ's
+ * Worker runs its processor), and a second grid measures one worker running it in handler
+ * threads (TaskGrid's default: warm-up, round trips, throughput).
  * BullMQ: a private redis-server on a free loopback port (no persistence; and a second one
  * with appendonly everysec: full runs unless --no-aof, quick ones with --aof), worker
  * processes of bench/bullmq-worker.ts, the producer here. Both run the same `reverse` handler
@@ -65,7 +68,8 @@ const QUEUED = num('--queued', quick ? 100_000 : 1_000_000);
 const QUEUED_RUNS = num('--queued-runs', 1);
 const WORKERS = [1, 4];
 const WARM_TASKS = quick ? 1_000 : 2_000;
-const WARM_SEQ = 100;
+/** Sequential round trips before the measured ones: the JIT needs a few thousand to settle. */
+const WARM_SEQ = quick ? 300 : 2_000;
 const RAW_TOTAL = quick ? 20_000 : 100_000;
 const RR_TOTAL = quick ? 20_000 : 100_000;
 /** Tasks per submitMany call while filling the queue (the client splits them into batches of 500). */
@@ -143,9 +147,12 @@ function recordRoundTrips(sys: System | 'raw', r: number, times: number[]): void
   record(rounds, `${sys}_p99_us`, r, pct(sorted, 0.99));
 }
 
-async function taskgridPhase(r: number): Promise<void> {
+/** TaskGrid with inline workers (`tg`: every worker count), or in handler threads (`tgt`: one worker). */
+async function taskgridPhase(r: number, sys: 'tg' | 'tgt'): Promise<void> {
+  const inline = sys === 'tg';
+  const counts = inline ? WORKERS : WORKERS.slice(0, 1);
   await owned(
-    startTaskGrid(1),
+    startTaskGrid(1, inline),
     (g) => g.stop(),
     async (grid) => {
       const client = await connect(grid);
@@ -153,13 +160,13 @@ async function taskgridPhase(r: number): Promise<void> {
         await waitForWorkers(client, 1);
         await taskgridThroughput(client, WARM_TASKS);
         await taskgridRoundTrips(client, WARM_SEQ);
-        recordRoundTrips('tg', r, await taskgridRoundTrips(client, SEQ));
-        for (const w of WORKERS) {
-          await addWorkers(grid, w - grid.workers.length);
+        recordRoundTrips(sys, r, await taskgridRoundTrips(client, SEQ));
+        for (const w of counts) {
+          await addWorkers(grid, w - grid.workers.length, inline);
           await waitForWorkers(client, w);
           const cpu = cpuMeter(gridPids(grid));
-          record(rounds, `tg_tps_w${w}`, r, await taskgridThroughput(client, TASKS));
-          record(rounds, `tg_cpu_us_w${w}`, r, (cpu() * 1000) / TASKS);
+          record(rounds, `${sys}_tps_w${w}`, r, await taskgridThroughput(client, TASKS));
+          record(rounds, `${sys}_cpu_us_w${w}`, r, (cpu() * 1000) / TASKS);
         }
       } finally {
         await client.close();
@@ -167,7 +174,7 @@ async function taskgridPhase(r: number): Promise<void> {
     },
   );
   log(
-    `TaskGrid: ${WORKERS.map((w) => `${Math.round(rounds[`tg_tps_w${w}`]![r]!)}/s with ${w}`).join(', ')}; p50 ${Math.round(rounds.tg_p50_us![r]!)} us`,
+    `TaskGrid${inline ? '' : ' (handler threads)'}: ${counts.map((w) => `${Math.round(rounds[`${sys}_tps_w${w}`]![r]!)}/s with ${w}`).join(', ')}; p50 ${Math.round(rounds[`${sys}_p50_us`]![r]!)} us`,
   );
 }
 
@@ -198,7 +205,7 @@ async function bullmqPhase(r: number, sys: 'bull' | 'aof', redis: RedisServer): 
 async function queuedPhase(run: number): Promise<void> {
   const workers = WORKERS.at(-1)!;
   await owned(
-    startTaskGrid(0),
+    startTaskGrid(0, true),
     (g) => g.stop(),
     async (grid) => {
       const client = await connect(grid);
@@ -233,7 +240,7 @@ async function queuedPhase(run: number): Promise<void> {
         // loaded machine; that is not the drain).
         const spawned = process.hrtime.bigint();
         const starting = Array.from({ length: workers }, () =>
-          grid.startWorker(['reverse'], TASKGRID_CONCURRENCY),
+          grid.startWorker(['reverse'], TASKGRID_CONCURRENCY, true),
         );
         await Promise.race(starting);
         const t1 = process.hrtime.bigint();
@@ -293,12 +300,16 @@ await owned(
             if (aof) await bullmqPhase(r, 'aof', aof);
           };
           // Alternate which system goes first, so that a drift of the machine favours neither.
+          const taskgrid = async () => {
+            await taskgridPhase(r, 'tg');
+            await taskgridPhase(r, 'tgt');
+          };
           if (r % 2 === 0) {
-            await taskgridPhase(r);
+            await taskgrid();
             await bull();
           } else {
             await bull();
-            await taskgridPhase(r);
+            await taskgrid();
           }
         }
       },

@@ -12,6 +12,7 @@ export type Rounds = Record<string, number[]>;
 /** The systems measured side by side, as keys of the measures (`${system}_tps_w${n}`, ...). */
 export const SYSTEMS = {
   tg: 'TaskGrid',
+  tgt: 'TaskGrid, handler threads',
   bull: 'BullMQ',
   aof: 'BullMQ, Redis AOF everysec',
 } as const;
@@ -46,7 +47,7 @@ export interface BenchData {
   rounds: Rounds;
   /** Per-run measures of the queued phase: submit_tps, rss_mb, rss_after_mb, workers_start_s, drain_s, drain_tps. */
   queued: Rounds;
-  /** Every round trip (microseconds) of every round, per series: tg, bull, aof, raw. */
+  /** Every round trip (microseconds) of every round, per series: tg, tgt, bull, aof, raw. */
   latency: Partial<Record<System | 'raw', number[]>>;
 }
 
@@ -181,8 +182,12 @@ export function sections(s: Summaries, meta: BenchMeta): Section[] {
   const queued = meta.queued.toLocaleString('en-US');
   const all: Section[] = [
     {
-      title: `TaskGrid: UDP, SQLite WAL; worker concurrency ${meta.taskgridConcurrency}`,
+      title: `TaskGrid: UDP, SQLite WAL; worker concurrency ${meta.taskgridConcurrency}; reverse inline (worker --inline)`,
       rows: perSystem('tg'),
+    },
+    {
+      title: 'TaskGrid, reverse in handler threads (the default)',
+      rows: perSystem('tgt'),
     },
     {
       title: `BullMQ ${meta.bullmq} on ${meta.redis}, no persistence; worker concurrency ${meta.bullmqConcurrency}`,
@@ -277,6 +282,7 @@ export function markdownReport(data: BenchData): string {
 
 const COLORS: Record<System | 'raw', string> = {
   tg: '#1f77b4',
+  tgt: '#17becf',
   bull: '#d62728',
   aof: '#ff7f0e',
   raw: '#7f7f7f',
@@ -379,7 +385,9 @@ export function svgChart(data: BenchData): string {
 
   // Panel 2: round-trip distribution.
   const p2 = { x: 540, y: 60, w: 390, h: 290 };
-  const series = (['tg', 'bull', 'aof', 'raw'] as const).filter((k) => (data.latency[k]?.length ?? 0) > 0);
+  const series = (['tg', 'tgt', 'bull', 'aof', 'raw'] as const).filter(
+    (k) => (data.latency[k]?.length ?? 0) > 0,
+  );
   const sorted = Object.fromEntries(series.map((k) => [k, [...data.latency[k]!].sort((a, b) => a - b)]));
   const lo = 10 ** Math.floor(Math.log10(Math.max(1, Math.min(...series.map((k) => sorted[k]![0]!)))));
   const hi = 10 ** Math.ceil(Math.log10(Math.max(lo * 10, ...series.map((k) => sorted[k]!.at(-1)!))));
@@ -433,7 +441,7 @@ export function svgChart(data: BenchData): string {
   // Legend.
   const legend = [...new Set<System | 'raw'>([...systems, ...series])];
   legend.forEach((k, i) => {
-    const lx = 70 + i * 220;
+    const lx = 40 + i * 180;
     parts.push(`<rect x="${lx}" y="${H - 30}" width="14" height="14" fill="${COLORS[k]}"/>`);
     parts.push(text(lx + 20, H - 19, LABELS[k]));
   });

@@ -16,11 +16,18 @@ export const throughputPayload = (i: number): string => `task ${i}`;
 /** Payload of round-trip task `i`. */
 export const roundTripPayload = (i: number): string => `rt ${i}`;
 
-/** A grid with `workers` reverse worker processes, logging warnings only. */
-export async function startTaskGrid(workers: number, concurrency = TASKGRID_CONCURRENCY): Promise<Grid> {
+/**
+ * A grid with `workers` reverse worker processes, logging warnings only; `inline`: they run
+ * `reverse` on their main thread (`taskgrid worker --inline`) rather than in handler threads.
+ */
+export async function startTaskGrid(
+  workers: number,
+  inline: boolean,
+  concurrency = TASKGRID_CONCURRENCY,
+): Promise<Grid> {
   const grid = await Grid.start({ env: { TASKGRID_LOG_LEVEL: 'warn' } });
   try {
-    await addWorkers(grid, workers, concurrency);
+    await addWorkers(grid, workers, inline, concurrency);
   } catch (err) {
     await grid.stop();
     throw err;
@@ -29,8 +36,13 @@ export async function startTaskGrid(workers: number, concurrency = TASKGRID_CONC
 }
 
 /** Starts `n` more reverse worker processes (in parallel). */
-export async function addWorkers(grid: Grid, n: number, concurrency = TASKGRID_CONCURRENCY): Promise<void> {
-  await Promise.all(Array.from({ length: n }, () => grid.startWorker(['reverse'], concurrency)));
+export async function addWorkers(
+  grid: Grid,
+  n: number,
+  inline: boolean,
+  concurrency = TASKGRID_CONCURRENCY,
+): Promise<void> {
+  await Promise.all(Array.from({ length: n }, () => grid.startWorker(['reverse'], concurrency, inline)));
 }
 
 export function connect(grid: Grid): Promise<TaskGridClient> {

@@ -150,6 +150,33 @@ describe('bench report', () => {
     assert.match(md, /\| target: round-trip p50 <= 3x raw ping-pong \| \*\*missed\*\*/);
   });
 
+  test('TaskGrid with handler threads gets a section, a bar and a curve of its own, and leaves the bench line alone', () => {
+    const d = fixture({
+      tgt_tps_w1: [20_000, 15_000, 25_000],
+      tgt_cpu_us_w1: [70, 80, 75],
+      tgt_p50_us: [400, 450, 500],
+      tgt_p99_us: [2_000, 2_500, 3_000],
+    });
+    d.latency.tgt = Array.from({ length: 600 }, (_, i) => 400 + i);
+    const text = textReport(d).join('\n');
+    assert.doesNotMatch(text, /NaN|Infinity/);
+    assert.match(
+      text,
+      /TaskGrid, reverse in handler threads \(the default\)\n {2}20,000 reverse tasks, 1 worker process \(tasks\/s\) +20,000 {2}\[15,000\.\.25,000\]/,
+    );
+    assert.match(
+      text,
+      /TaskGrid, reverse in handler threads[^]*round trip p50, 200 sequential \(us\) +450 {2}\[400\.\.500\]/,
+    );
+    assert.equal(textReport(d).at(-1), textReport(fixture()).at(-1), 'the bench line is the inline grid’s');
+    const svg = svgChart(d);
+    assert.equal((svg.match(/<polyline /g) ?? []).length, 4);
+    const threadBars = [...svg.matchAll(/<rect [^>]*height="([\d.]+)" fill="#17becf"\/>/g)].filter(
+      (b) => Number(b[1]) !== 14,
+    );
+    assert.equal(threadBars.length, 1, 'one bar: it was measured with one worker process only');
+  });
+
   test('the chart is one SVG with a bar per system and worker count and a curve per latency series', () => {
     const d = fixture();
     const svg = svgChart(d);
