@@ -4,7 +4,7 @@
  * phase (`--tasks N`, submitMany + wait) and a sequential round-trip phase (`--seq N`). Prints
  * each process's CPU time per task and its heaviest functions by self time.
  *
- *   npx tsx bench/profile-grid.ts [--workers 4] [--tasks 20000] [--seq 1000] [--concurrency 256] [--top 25] [--keep DIR] [--no-profile]
+ *   npx tsx bench/profile-grid.ts [--workers 4] [--tasks 20000] [--seq 1000] [--concurrency 256] [--top 25] [--keep DIR] [--no-profile] [--inline]
  *
  * With --no-profile nothing is profiled and only the CPU time per task of each process (from
  * /proc, all threads) is printed: the figure to compare on a shared machine.
@@ -28,6 +28,8 @@ const SEQ = opt('seq', 1_000);
 const CONCURRENCY = opt('concurrency', 256);
 const TOP = opt('top', 25);
 const PROFILE = !args.includes('--no-profile');
+/** Workers run reverse on their main thread (`taskgrid worker --inline`). */
+const INLINE = args.includes('--inline');
 const keepAt = args.indexOf('--keep');
 const dir = keepAt >= 0 ? args[keepAt + 1]! : mkdtempSync(join(tmpdir(), 'taskgrid-prof-'));
 mkdirSync(dir, { recursive: true });
@@ -113,7 +115,7 @@ const grid = await Grid.start({
   },
 });
 try {
-  for (let i = 0; i < WORKERS; i++) await grid.startWorker(['reverse'], CONCURRENCY);
+  for (let i = 0; i < WORKERS; i++) await grid.startWorker(['reverse'], CONCURRENCY, INLINE);
   const client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
   try {
     await client.run('reverse', 'warm');
