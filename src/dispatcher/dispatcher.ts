@@ -133,6 +133,15 @@ type Settings = Required<
   Omit<DispatcherOptions, 'transport' | 'store' | 'directory' | 'types' | 'logger' | 'now' | 'id' | 'legacy'>
 >;
 
+const NO_WORKERS: readonly WorkerState[] = [];
+const NO_PLAN: ClaimPlan = { workers: NO_WORKERS, claims: [] };
+
+/** The claims of a turn, and the worker of each. */
+interface ClaimPlan {
+  readonly workers: readonly WorkerState[];
+  readonly claims: readonly MultiClaim[];
+}
+
 export class Dispatcher {
   readonly #t: Transport;
   readonly #store: TaskStore;
@@ -162,8 +171,11 @@ export class Dispatcher {
     resolve: (r: SubmitResult[]) => void;
     reject: (e: unknown) => void;
   }[] = [];
-  #pendingResults: { outcomes: TaskOutcome[]; resolve: (n: number) => void; reject: (e: unknown) => void }[] =
-    [];
+  #pendingResults: {
+    outcomes: TaskOutcome[];
+    resolve: (r: { recorded: number }) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
   #doneScheduled = false;
   /** A turn (one store batch: results, submits, hand-outs) is scheduled / running / wanted again. */
   #turnScheduled = false;
@@ -178,6 +190,10 @@ export class Dispatcher {
   #pruneTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #roundRobin = 0;
+  /** The worker of each claim of the turn being committed (set by #claims). */
+  #planned: readonly WorkerState[] = NO_WORKERS;
+  /** Options of TASK and DONE requests (read, never kept, by the transport). */
+  readonly #requestOptions: { readonly timeoutMs: number };
 
   constructor(options: DispatcherOptions) {
     this.#t = options.transport;
@@ -213,6 +229,7 @@ export class Dispatcher {
     };
     const grace = this.#o.leaseGraceMs;
     this.#leaseMs = (timeoutMs) => timeoutMs + grace;
+    this.#requestOptions = { timeoutMs: this.#o.requestTimeoutMs };
   }
 
   /** Recovers state from the store, installs the handlers and starts dispatching. */
@@ -319,7 +336,9 @@ export class Dispatcher {
     const results = new Array<ReplyBody<'submit'>['results'][number]>(body.tasks.length);
     const accepted: TaskSpec[] = [];
     const where: number[] = [];
-    body.tasks.forEach((spec, i) => {
+    // Plain loops, no callbacks: this runs once per submit, often with one task.
+    for (let i = 0; i < body.tasks.length; i++) {
+      const spec = body.tasks[i]!;
       if (!this.#knownTypes.has(spec.type)) {
         results[i] = {
           error: {
@@ -327,7 +346,7 @@ export class Dispatcher {
             message: `unknown task type "${spec.type}": no active workers.json entry names it and no worker serves it`,
           },
         };
-        return;
+        continue;
       }
       const s = this.#typeSettings.get(spec.type);
       const timeoutMs = spec.timeoutMs ?? s?.timeoutMs ?? this.#o.taskTimeoutMs;
@@ -341,21 +360,26 @@ export class Dispatcher {
           : { ...spec, timeoutMs, maxAttempts },
       );
       where.push(i);
-    });
+    }
     if (accepted.length > 0) {
       const stored = await this.#commitSubmits(accepted);
       let busy = 0;
-      stored.forEach((r, k) => {
+      for (let k = 0; k < stored.length; k++) {
+        const r = stored[k]!;
         results[where[k]!] = 'id' in r ? (r.duplicate ? { id: r.id, duplicate: true } : { id: r.id }) : r;
         if ('error' in r && r.error.code === ErrorCode.BUSY) busy++;
-      });
+      }
       if (busy === body.tasks.length) {
         // Nothing was taken: refuse the whole request so that the client backs off and resends.
         const first = stored.find((r): r is { error: { code: ErrorCode; message: string } } => 'error' in r);
         throw new BusyError(first?.error.message ?? 'queue full', this.#o.busyRetryAfterMs);
       }
       if (body.notify && ctx) {
-        const ids = results.flatMap((r) => ('id' in r ? [r.id] : []));
+        const ids: number[] = [];
+        for (let i = 0; i < results.length; i++) {
+          const r = results[i];
+          if (r !== undefined && 'id' in r) ids.push(r.id);
+        }
         this.#watch(ids, ctx.peer);
       }
     }
@@ -387,11 +411,14 @@ export class Dispatcher {
     }
     if (this.#turnScheduled) return;
     this.#turnScheduled = true;
-    setImmediate(() => {
-      this.#turnScheduled = false;
-      void this.#turn();
-    });
+    setImmediate(this.#runTurn);
   }
+
+  /** The scheduled turn: one function for the dispatcher's life, not a closure per kick. */
+  readonly #runTurn = (): void => {
+    this.#turnScheduled = false;
+    void this.#turn();
+  };
 
   async #turn(): Promise<void> {
     if (this.#turnRunning) {
@@ -406,6 +433,8 @@ export class Dispatcher {
       } while (this.#turnAgain && !this.#closed);
     } catch (err) {
       this.#log.error({ err }, 'dispatch turn failed');
+      // A turn sends its `done` pushes at its end; one that failed before leaves them to this.
+      this.#scheduleDone();
     } finally {
       this.#turnRunning = false;
     }
@@ -415,8 +444,8 @@ export class Dispatcher {
   #canClaim(): boolean {
     if (this.#maybeQueued.size === 0) return false;
     for (const w of this.#workers.values()) {
-      if (w.inFlight < w.instance.capacity && w.instance.types.some((t) => this.#maybeQueued.has(t)))
-        return true;
+      if (w.inFlight >= w.instance.capacity) continue;
+      for (const t of w.instance.types) if (this.#maybeQueued.has(t)) return true;
     }
     return false;
   }
@@ -430,18 +459,12 @@ export class Dispatcher {
     const outcomes = results.length === 1 ? results[0]!.outcomes : results.flatMap((b) => b.outcomes);
     for (const spec of specs) this.#maybeQueued.add(spec.type);
     if (specs.length === 0 && outcomes.length === 0 && !this.#canClaim()) return;
-    let plan: { w: WorkerState; claim: MultiClaim }[] = [];
     let res: BatchResult;
+    this.#planned = NO_WORKERS;
     try {
+      // Always the same shape (empty lists rather than absent keys), and the same claims callback.
       res = await this.#store.batch(
-        {
-          ...(outcomes.length > 0 ? { complete: outcomes } : {}),
-          ...(specs.length > 0 ? { submit: { specs, options: this.#submitOptions } } : {}),
-          claims: ({ completed }) => {
-            plan = this.#planClaims(completed);
-            return plan.map((p) => p.claim);
-          },
-        },
+        { complete: outcomes, submit: { specs, options: this.#submitOptions }, claims: this.#claims },
         this.#now(),
       );
     } catch (err) {
@@ -453,31 +476,37 @@ export class Dispatcher {
       for (const b of results) b.reject(e);
       return;
     }
+    const plan = this.#planned;
+    this.#planned = NO_WORKERS;
     let off = 0;
     for (const b of submits) {
       b.resolve(submits.length === 1 ? res.submitted : res.submitted.slice(off, off + b.specs.length));
       off += b.specs.length;
     }
     if (outcomes.length > 0) {
-      this.#afterTransition(res.completed, false);
+      this.#afterTransition(res.completed, true);
       if (results.length === 1) {
-        results[0]!.resolve(res.completed.recorded);
+        results[0]!.resolve({ recorded: res.completed.recorded });
       } else {
         // Each request learns how many of its outcomes counted, in order of arrival.
-        const moved = new Set([
-          ...res.completed.finished.map((v) => v.id),
-          ...res.completed.requeued.map((r) => r.id),
-        ]);
-        for (const b of results) b.resolve(b.outcomes.filter((o) => moved.has(o.id)).length);
+        const moved = new Set<number>();
+        for (const v of res.completed.finished) moved.add(v.id);
+        for (const r of res.completed.requeued) moved.add(r.id);
+        for (const b of results) {
+          let recorded = 0;
+          for (const o of b.outcomes) if (moved.has(o.id)) recorded++;
+          b.resolve({ recorded });
+        }
       }
     }
     for (const type of res.exhausted) this.#maybeQueued.delete(type);
     const now = this.#now();
     const grace = this.#o.leaseGraceMs;
     const batch = this.#o.dispatchBatch;
-    res.claimed.forEach((tasks, i) => {
-      const w = plan[i]?.w;
-      if (tasks.length === 0 || !w) return;
+    for (let i = 0; i < res.claimed.length; i++) {
+      const tasks = res.claimed[i]!;
+      const w = plan[i];
+      if (tasks.length === 0 || !w) continue;
       let shortest = Infinity;
       for (const task of tasks) {
         this.#assigned.set(task.id, w.instance.id);
@@ -487,9 +516,19 @@ export class Dispatcher {
       this.#armLeaseTimer(now + shortest + grace);
       if (tasks.length <= batch) this.#sendTasks(w, tasks);
       else for (let k = 0; k < tasks.length; k += batch) this.#sendTasks(w, tasks.slice(k, k + batch));
-    });
+    }
     if (this.#outgoingDone.size > 0) this.#flushDone();
   }
+
+  /**
+   * The claims callback of every turn's batch (one function, not a closure per turn): plans
+   * the claims and keeps, in #planned, the worker of each for the turn to send its tasks to.
+   */
+  readonly #claims = (done: { readonly completed: CompleteResult }): readonly MultiClaim[] => {
+    const plan = this.#planClaims(done.completed);
+    this.#planned = plan.workers;
+    return plan.claims;
+  };
 
   /**
    * Claims for the turn being committed: every worker with free capacity (counting what the
@@ -497,17 +536,18 @@ export class Dispatcher {
    * claimable tasks, starting from a rotating type so that one busy type does not starve the
    * others.
    */
-  #planClaims(completed: CompleteResult): { w: WorkerState; claim: MultiClaim }[] {
-    if (this.#maybeQueued.size === 0 || this.#workers.size === 0) return [];
+  #planClaims(completed: CompleteResult): ClaimPlan {
+    if (this.#maybeQueued.size === 0 || this.#workers.size === 0) return NO_PLAN;
     let released: Map<string, number> | undefined;
-    const release = (id: number): void => {
-      const worker = this.#assigned.get(id);
-      if (worker === undefined) return;
-      released ??= new Map();
-      released.set(worker, (released.get(worker) ?? 0) + 1);
-    };
-    for (const v of completed.finished) release(v.id);
-    for (const r of completed.requeued) release(r.id);
+    for (let k = 0; k < 2; k++) {
+      const ended = k === 0 ? completed.finished : completed.requeued;
+      for (let i = 0; i < ended.length; i++) {
+        const worker = this.#assigned.get(ended[i]!.id);
+        if (worker === undefined) continue;
+        released ??= new Map();
+        released.set(worker, (released.get(worker) ?? 0) + 1);
+      }
+    }
     const free: { w: WorkerState; n: number; load: number }[] = [];
     for (const w of this.#workers.values()) {
       const busy = Math.max(0, w.inFlight - (released?.get(w.instance.id) ?? 0));
@@ -515,15 +555,18 @@ export class Dispatcher {
       if (n > 0) free.push({ w, n, load: busy / w.instance.capacity });
     }
     if (free.length > 1) free.sort((a, b) => a.load - b.load);
-    const out: { w: WorkerState; claim: MultiClaim }[] = [];
+    const workers: WorkerState[] = [];
+    const claims: MultiClaim[] = [];
     for (const { w, n } of free) {
-      const types = w.instance.types.filter((t) => this.#maybeQueued.has(t));
+      const types: string[] = [];
+      for (const t of w.instance.types) if (this.#maybeQueued.has(t)) types.push(t);
       if (types.length === 0) continue;
       const start = this.#roundRobin++ % types.length;
       const ordered = start === 0 ? types : [...types.slice(start), ...types.slice(0, start)];
-      out.push({ w, claim: { types: ordered, limit: n, worker: w.instance.id, leaseMs: this.#leaseMs } });
+      workers.push(w);
+      claims.push({ types: ordered, limit: n, worker: w.instance.id, leaseMs: this.#leaseMs });
     }
-    return out;
+    return { workers, claims };
   }
 
   #sendTasks(w: WorkerState, tasks: ParsedRequest<'task'>['tasks']): void {
@@ -531,22 +574,14 @@ export class Dispatcher {
       this.#legacy?.send(w.instance, tasks);
       return;
     }
-    const failed = (id: number, attempt: number, error: WireError): TaskOutcome => ({
-      id,
-      attempt,
-      ok: false,
-      error,
-      permanent: false,
-      runMs: 0,
-    });
-    this.#t.request(w.instance.address, 'task', { tasks }, { timeoutMs: this.#o.requestTimeoutMs }).then(
+    this.#t.request(w.instance.address, 'task', { tasks }, this.#requestOptions).then(
       (reply) => {
         if (reply.rejected.length === 0) return;
         // A refusal is a failed attempt, retried with backoff like any other.
         const byId = new Map(tasks.map((x) => [x.id, x]));
         const outcomes: TaskOutcome[] = reply.rejected.flatMap((r) => {
           const task = byId.get(r.id);
-          return task ? [failed(r.id, task.attempt, r.error)] : [];
+          return task ? [failedAttempt(r.id, task.attempt, r.error)] : [];
         });
         void this.#onResult(outcomes).catch(() => {});
       },
@@ -564,7 +599,7 @@ export class Dispatcher {
             ? `did not acknowledge the task within ${this.#o.requestTimeoutMs} ms`
             : `refused the task request (${err instanceof TaskGridError ? `${err.code}: ${err.message}` : String(err)})`;
         const error: WireError = { code: ErrorCode.WORKER_LOST, message: `worker ${w.instance.id} ${why}` };
-        void this.#onResult(tasks.map((t) => failed(t.id, t.attempt, error))).catch(() => {});
+        void this.#onResult(tasks.map((t) => failedAttempt(t.id, t.attempt, error))).catch(() => {});
       },
     );
   }
@@ -572,36 +607,42 @@ export class Dispatcher {
   // ---- results ------------------------------------------------------------------------
 
   #onResult(outcomes: TaskOutcome[]): Promise<{ recorded: number }> {
-    return new Promise<number>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       this.#pendingResults.push({ outcomes, resolve, reject });
       this.#kick();
-    }).then((recorded) => ({ recorded }));
+    });
   }
 
-  /** Bookkeeping after tasks left the running state: capacity, stats, clients, queues. */
-  #afterTransition(res: TransitionResult, kick = true): void {
-    const release = (id: number, failed: boolean) => {
-      const worker = this.#assigned.get(id);
-      if (worker === undefined) return;
-      this.#assigned.delete(id);
-      this.#progress.delete(id);
-      const w = this.#workers.get(worker);
-      if (!w) return;
-      w.inFlight = Math.max(0, w.inFlight - 1);
-      if (failed) w.failed++;
-      else w.completed++;
-    };
-    for (const v of res.finished) release(v.id, v.status !== 'succeeded');
+  /**
+   * Bookkeeping after tasks left the running state: capacity, stats, clients, queues. A turn
+   * (`inTurn`) sends the `done` pushes itself at its end, and claims in its own batch.
+   */
+  #afterTransition(res: TransitionResult, inTurn = false): void {
+    for (const v of res.finished) this.#release(v.id, v.status !== 'succeeded');
     for (const r of res.requeued) {
-      release(r.id, true);
+      this.#release(r.id, true);
       this.#maybeQueued.add(r.type);
     }
     if (res.requeued.length > 0) void this.#armBackoffTimer();
-    this.#onFinished(res.finished);
-    if (kick && (res.finished.length > 0 || res.requeued.length > 0)) this.#kick();
+    this.#onFinished(res.finished, !inTurn);
+    if (!inTurn && (res.finished.length > 0 || res.requeued.length > 0)) this.#kick();
   }
 
-  #onFinished(views: TaskView[]): void {
+  /** A running task ended: its worker's slot is free again. */
+  #release(id: number, failed: boolean): void {
+    const worker = this.#assigned.get(id);
+    if (worker === undefined) return;
+    this.#assigned.delete(id);
+    this.#progress.delete(id);
+    const w = this.#workers.get(worker);
+    if (!w) return;
+    w.inFlight = Math.max(0, w.inFlight - 1);
+    if (failed) w.failed++;
+    else w.completed++;
+  }
+
+  /** `flushSoon`: schedule the `done` pushes (a turn flushes them itself). */
+  #onFinished(views: TaskView[], flushSoon = true): void {
     if (views.length === 0) return;
     const now = this.#now();
     for (const v of views) {
@@ -627,6 +668,10 @@ export class Dispatcher {
         }
       }
     }
+    if (flushSoon) this.#scheduleDone();
+  }
+
+  #scheduleDone(): void {
     if (this.#outgoingDone.size > 0 && !this.#doneScheduled) {
       this.#doneScheduled = true;
       setImmediate(() => this.#flushDone());
@@ -642,12 +687,10 @@ export class Dispatcher {
         const end = this.#fitting(views, i);
         const tasks = i === 0 && end === views.length ? views : views.slice(i, end);
         i = end;
-        this.#t
-          .request(peer, 'done', { tasks }, { timeoutMs: this.#o.requestTimeoutMs })
-          .catch((err: unknown) => {
-            // The client went away; it can still read the results with get-result.
-            this.#log.debug({ err, peer: key }, 'a client did not take its done notifications');
-          });
+        this.#t.request(peer, 'done', { tasks }, this.#requestOptions).catch((err: unknown) => {
+          // The client went away; it can still read the results with get-result.
+          this.#log.debug({ err, peer: key }, 'a client did not take its done notifications');
+        });
       }
     }
     this.#outgoingDone.clear();
@@ -693,10 +736,7 @@ export class Dispatcher {
       let q = this.#outgoingDone.get(key);
       if (!q) this.#outgoingDone.set(key, (q = []));
       for (let i = fit; i < finished.length; i++) q.push(finished[i]!);
-      if (!this.#doneScheduled) {
-        this.#doneScheduled = true;
-        setImmediate(() => this.#flushDone());
-      }
+      this.#scheduleDone();
     }
     return { finished: fit < finished.length ? finished.slice(0, fit) : finished, missing };
   }
@@ -880,6 +920,11 @@ export class Dispatcher {
     }));
     return { types, workers, totals, transport: { ...this.#t.counters() } };
   }
+}
+
+/** An attempt that did not run: the worker refused it or never acknowledged it. */
+function failedAttempt(id: number, attempt: number, error: WireError): TaskOutcome {
+  return { id, attempt, ok: false, error, permanent: false, runMs: 0 };
 }
 
 /** An upper bound of a task view's JSON size in bytes: its texts as if every character were escaped. */
