@@ -275,6 +275,15 @@ const PEER_IDLE_MS = 60_000;
 const SPARSE = 4;
 /** Outgoing MSG frames are cut from slabs of this size (one ArrayBuffer per many datagrams). */
 const SLAB_BYTES = 64 * 1024;
+/**
+ * Bytes a new MSG frame takes from the slab; it grows to the datagram budget when a message
+ * needs more. Frames are cut back to back, and a flushed frame gives its unused tail back only
+ * when no frame was cut after it. A frame that took the whole budget at once (60,000 bytes on
+ * loopback) would strand that much slab whenever a flush carries frames to two peers (a `done`
+ * push to a client and the reply to a worker's results), and at a thousand round trips a
+ * second the fresh slabs set off garbage collections for external memory.
+ */
+const FRAME_RESERVE = 4096;
 
 function summarize(err: z.ZodError): string {
   return err.issues
@@ -810,6 +819,11 @@ export class Endpoint implements Transport {
       off = peer.used;
     }
     const start = off + MSG_ENTRY_HEADER_BYTES;
+    // The message fits the budget; the frame's share of the slab may still have to grow.
+    const room = frame.length - (this.#signer ? TRAILER_BYTES : 0) - start;
+    if (envelopeSize(prefix, id, re, body, false) > room && envelopeSize(prefix, id, re, body, true) > room) {
+      frame = this.#growFrame(peer, frame);
+    }
     const end = writeEnvelope(frame, start, prefix, id, re, body);
     const len = end - start;
     writeMsgEntryHeader(frame, off, len, tx);
@@ -830,11 +844,39 @@ export class Endpoint implements Transport {
     return len;
   }
 
-  /** Starts a MSG frame for the peer in the slab, with room for a signature trailer. */
+  /** Starts a MSG frame for the peer in the slab (FRAME_RESERVE bytes of it at first). */
   #newFrame(peer: Peer): Buffer {
+    const frame = this.#cutFrame(peer, Math.min(FRAME_RESERVE, this.#o.datagramBudget));
+    peer.used = writeMsgFrameHeader(frame);
+    return frame;
+  }
+
+  /**
+   * Gives the peer's open frame the whole datagram budget (with room for a signature trailer):
+   * in place when it is the last frame cut and the slab has room, else by moving what it holds.
+   */
+  #growFrame(peer: Peer, frame: Buffer): Buffer {
     const size = this.#o.datagramBudget;
+    const slab = this.#slab;
+    if (
+      peer.frameSlab === slab &&
+      this.#slabOff === peer.frameAt + frame.length &&
+      peer.frameAt + size <= slab.length
+    ) {
+      const grown = slab.subarray(peer.frameAt, peer.frameAt + size);
+      this.#slabOff = peer.frameAt + size;
+      peer.frame = grown;
+      return grown;
+    }
+    const moved = this.#cutFrame(peer, size);
+    frame.copy(moved, 0, 0, peer.used);
+    return moved;
+  }
+
+  /** Cuts `size` bytes from the slab (a new slab when they do not fit) as the peer's frame. */
+  #cutFrame(peer: Peer, size: number): Buffer {
     if (this.#slabOff + size > this.#slab.length) {
-      this.#slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, 4 * size));
+      this.#slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, 4 * this.#o.datagramBudget));
       this.#slabOff = 0;
     }
     const frame = this.#slab.subarray(this.#slabOff, this.#slabOff + size);
@@ -842,7 +884,6 @@ export class Endpoint implements Transport {
     peer.frameSlab = this.#slab;
     peer.frameAt = this.#slabOff;
     this.#slabOff += size;
-    peer.used = writeMsgFrameHeader(frame);
     return frame;
   }
 
