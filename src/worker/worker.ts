@@ -83,8 +83,6 @@ export class TaskWorker {
   readonly #links = new Map<string, DispatcherLink>();
   readonly #outbox = new Set<DispatcherLink>();
   #flushScheduled = false;
-  /** Replies to TASK requests held until this turn's results are queued (see #onTasks). */
-  #heldAcks: (() => void)[] = [];
   #unacked = 0;
   #draining = false;
   #completed = 0;
@@ -170,7 +168,7 @@ export class TaskWorker {
       pid: process.pid,
       id: this.#reg.id,
     }));
-    this.#t.handle('task', (body, ctx) => this.#holdAck(this.#onTasks(body.tasks, ctx.peer)));
+    this.#t.handle('task', (body, ctx) => this.#onTasks(body.tasks, ctx.peer));
     this.#t.handle('abort', ({ ids }) => ({ aborted: ids.filter((id) => this.#pool.abort(id)) }));
   }
 
@@ -199,28 +197,6 @@ export class TaskWorker {
       this.#pool.submit(task, link);
     }
     return { accepted, rejected };
-  }
-
-  /**
-   * Holds the reply to a TASK request until the results of this turn are queued, so that a
-   * task finished at once (an inline handler) leaves in the same datagram as its acceptance:
-   * one send, and one wake-up of the dispatcher, instead of two. Released at the latest at the
-   * end of this turn of the event loop (queued after the handler threads' and the inline
-   * host's work of this turn), whatever the tasks do.
-   */
-  #holdAck(reply: ReplyBody<'task'>): Promise<ReplyBody<'task'>> {
-    return new Promise((resolve) => {
-      this.#heldAcks.push(() => resolve(reply));
-      // After the pool's hand-out microtask, so after the inline host's outcome flush.
-      queueMicrotask(() => setImmediate(() => this.#releaseAcks()));
-    });
-  }
-
-  #releaseAcks(): void {
-    if (this.#heldAcks.length === 0) return;
-    const held = this.#heldAcks;
-    this.#heldAcks = [];
-    for (const release of held) release();
   }
 
   /** The link to the dispatcher at `peer`, made on its first task. */
@@ -275,9 +251,6 @@ export class TaskWorker {
 
   #flush(): void {
     this.#flushScheduled = false;
-    // Released before the results are sent: each reply is queued one microtask later, into the
-    // frame the results open, before that frame is flushed.
-    this.#releaseAcks();
     for (const link of this.#outbox) {
       const { outcomes } = link;
       link.outcomes = [];
