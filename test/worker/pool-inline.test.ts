@@ -82,7 +82,10 @@ describe('HandlerPool inline types', () => {
       concurrency: 4,
       abortGraceMs: 100,
     });
-    const stubborn = task('stubborn', '600', { timeoutMs: 100 });
+    // It ends 2 s after it starts: long after its timeout and grace period, even on a machine
+    // slow enough to fire both late.
+    const started = performance.now();
+    const stubborn = task('stubborn', '2000', { timeoutMs: 100 });
     const bystander = task('slow', '20000');
     const [stubbornOutcome, bystanderOutcome] = await Promise.all([pool.run(stubborn), pool.run(bystander)]);
     assert.equal(failureOf(stubbornOutcome).error.code, ErrorCode.TASK_TIMEOUT);
@@ -93,8 +96,8 @@ describe('HandlerPool inline types', () => {
     });
     assert.equal(pool.inFlight, 0);
     assert.equal(resultOf(await pool.run(task('echo', 'next'))), 'next');
-    // The stubborn handler returns 600 ms after it started; nothing may come of it.
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    // The stubborn handler returns 2 s after it started; nothing may come of it.
+    await new Promise((resolve) => setTimeout(resolve, 2_100 - (performance.now() - started)));
     assert.equal(pool.inFlight, 0);
     assert.equal(resultOf(await pool.run(task('echo', 'still serving'))), 'still serving');
   });
