@@ -72,8 +72,10 @@ export const BOUNDS = {
 } as const;
 
 /**
- * Where each setting comes from: its environment variable and its command-line flag. The CLI
- * declares its flags from this table so that names never drift apart.
+ * Where each setting comes from: its environment variable, and the name of the flag that
+ * messages give when the value came from a flag. The component commands declare some of these
+ * flags (`--port` stands for a component's own port setting; `taskgrid <command> --help` lists
+ * them); the others are set through their variables only.
  */
 export const CONFIG_SOURCES = {
   nameservice: { env: 'TASKGRID_NAMESERVICE', flag: '--nameservice' },
