@@ -861,12 +861,7 @@ export class SqliteTaskStore implements TaskStore {
         lease_until: leaseUntil,
       });
     }
-    if (out.length > 0) {
-      const deltas = new CountDeltas();
-      deltas.add(typeId, State.ready, -out.length);
-      deltas.add(typeId, State.running, out.length);
-      deltas.flush(this.#txCounts);
-    }
+    this.#countClaimed(typeId, out.length);
     return out;
   }
 
@@ -921,13 +916,17 @@ export class SqliteTaskStore implements TaskStore {
       });
     }
     held.next = end;
-    if (out.length > 0) {
-      const deltas = new CountDeltas();
-      deltas.add(typeId, State.ready, -out.length);
-      deltas.add(typeId, State.running, out.length);
-      deltas.flush(this.#txCounts);
-    }
+    this.#countClaimed(typeId, out.length);
     return out;
+  }
+
+  /** `n` tasks of a type claimed: counted as running, no longer as ready. */
+  #countClaimed(typeId: number, n: number): void {
+    if (n === 0) return;
+    const deltas = new CountDeltas();
+    deltas.add(typeId, State.ready, -n);
+    deltas.add(typeId, State.running, n);
+    deltas.flush(this.#txCounts);
   }
 
   /** Writes the held tasks of a type not claimed (yet) as ready rows. */
