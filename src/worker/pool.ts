@@ -78,7 +78,7 @@ export interface PoolLogger {
 export interface HandlerPoolOptions {
   /** Directory of the task type modules (`worker_types/`). */
   typesDir: string;
-  /** Task types to load; every thread loads all of them. */
+  /** Task types to load; every thread loads all of them but the inline ones. */
   types: readonly string[];
   /**
    * Types run on the main thread rather than in a handler thread (each must be in `types`):
@@ -370,14 +370,16 @@ export class HandlerPool {
       const files: Record<string, string> = {};
       for (const type of this.#types) files[type] = await findHandlerFile(this.#typesDir, type);
       if (this.#state !== 'starting') throw closedWhileStarting();
-      this.#threadData = threadData(files, this.#types);
+      // Threads load the types they run: all but the inline ones.
+      const threadFiles: Record<string, string> = {};
+      for (const type of this.#types) if (!this.#inlineTypes.has(type)) threadFiles[type] = files[type]!;
+      this.#threadData = threadData(threadFiles, this.#types);
       if (this.#inlineTypes.size > 0) {
-        this.#inlineHandlers = await loadInline(files, this.#threadData, [...this.#inlineTypes]);
+        this.#inlineHandlers = await loadInline(files, [...this.#inlineTypes]);
         if (this.#state !== 'starting') throw closedWhileStarting();
         this.#spawnInline();
       }
-      const threadTypes = this.#types.filter((type) => !this.#inlineTypes.has(type));
-      const count = threadTypes.length > 0 ? this.#threadCount : 0;
+      const count = Object.keys(threadFiles).length > 0 ? this.#threadCount : 0;
       const slots = Array.from({ length: count }, () => this.#spawn());
       await Promise.all(slots.map((slot) => slot.ready));
     } catch (err) {
@@ -871,12 +873,11 @@ function threadData(files: Record<string, string>, types: readonly string[]): Th
  */
 async function loadInline(
   files: Record<string, string>,
-  data: ThreadData,
   types: readonly string[],
 ): Promise<Map<string, Handler>> {
   const selfIsTs = fileURLToPath(import.meta.url).endsWith('.ts');
   if (!selfIsTs && types.some((type) => files[type]!.endsWith('.ts'))) {
-    for (const url of data.register) ((await import(url)) as { register(): void }).register();
+    ((await import(import.meta.resolve('tsx/esm/api'))) as { register(): void }).register();
   }
   return loadHandlers(files, types);
 }

@@ -11,7 +11,7 @@ export interface ThreadData {
   readonly entry: string;
   /** URLs of modules whose `register()` makes TypeScript importable (tsx); empty when none is needed. */
   readonly register: readonly string[];
-  /** Absolute path of each task type's module, by type name. */
+  /** Absolute path of the module of each type the thread runs (all but the inline ones), by type name. */
   readonly files: Readonly<Record<string, string>>;
   /** The task types in the order `run` messages number them (RUN_TYPE). */
   readonly types: readonly string[];

@@ -16,7 +16,11 @@ async function main(): Promise<void> {
   const { files, types } = workerData as ThreadData;
   let handlers: Map<string, Handler>;
   try {
-    handlers = await loadHandlers(files, types);
+    // The types it runs: those with a module here (not the pool's inline ones).
+    handlers = await loadHandlers(
+      files,
+      types.filter((type) => files[type] !== undefined),
+    );
   } catch (err) {
     const code = err instanceof TaskGridError ? err.code : ErrorCode.CONFIG;
     const message = err instanceof Error ? err.message : String(err);

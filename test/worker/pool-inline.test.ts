@@ -22,6 +22,13 @@ describe('HandlerPool inline types', () => {
     assert.equal(resultOf(await pool.run(task('echo', 'in a thread'))), 'in a thread');
   });
 
+  test('its threads load only the types they run, not the inline ones', async (t) => {
+    const pool = await startPool(t, { types: ['main-only', 'echo'], inline: ['main-only'] });
+    assert.equal(pool.threads, 1);
+    assert.equal(resultOf(await pool.run(task('main-only', 'x'))), 'main: x');
+    assert.equal(resultOf(await pool.run(task('echo', 'y'))), 'y');
+  });
+
   test('starts no thread when every type is inline', async (t) => {
     const pool = await startPool(t, { types: ['slow', 'echo'], inline: ['slow', 'echo'], threads: 4 });
     assert.equal(pool.threads, 0);
