@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ErrorCode, PermanentTaskError, type HandlerContext } from '../../src/worker/handler-api.ts';
 import { handle as hash } from '../../worker_types/hash.ts';
-import { handle as reverse } from '../../worker_types/reverse.ts';
+import { graphemes, handle as reverse } from '../../worker_types/reverse.ts';
 import { handle as sum } from '../../worker_types/sum.ts';
 import { handle as upper } from '../../worker_types/upper.ts';
 import { handle as wait } from '../../worker_types/wait.ts';
@@ -47,6 +47,65 @@ describe('reverse', () => {
   test('keeps CRLF together and non-BMP characters intact', () => {
     assert.equal(reverse('a\r\nb'), 'b\r\na');
     assert.equal(reverse('x𝄞y'), 'y𝄞x');
+  });
+
+  // Long payloads are segmented in windows (Node 20's segmenter is quadratic on one long
+  // string); a window must never change where the clusters are.
+  test('segments window by window exactly as the whole string', () => {
+    const segmenter = new Intl.Segmenter('und', { granularity: 'grapheme' });
+    const whole = (s: string): string[] => Array.from(segmenter.segment(s), (x) => x.segment);
+    // Pieces that join across a cut: CRLF, combining marks, skin tones, ZWJ, flag halves, Hangul
+    // jamo, spacing marks, prepend, surrogate pairs and lone surrogates.
+    const pieces = [
+      'a',
+      '\r',
+      '\n',
+      'e\u0301',
+      '\u0301',
+      '👍',
+      '🏽',
+      '\u200d',
+      '👨‍👩‍👧',
+      '🇫',
+      '🇷',
+      '한',
+      '\u1100',
+      '\u1161',
+      '\u11a8',
+      ' ',
+      '\u0903',
+      '\u0600',
+      'ก',
+      'ำ',
+      '\ud800',
+      '\udc00',
+      '𝄞',
+    ];
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    for (let round = 0; round < 400; round++) {
+      let text = '';
+      const length = random(600);
+      while (text.length < length) text += pieces[random(pieces.length)];
+      for (const window of [3, 16, 64])
+        assert.deepEqual(graphemes(text, window), whole(text), JSON.stringify(text));
+    }
+    // A cluster longer than the window, and a run of regional indicators (paired from its start).
+    for (const text of [`x${'\u0301'.repeat(300)}y`, '🇫'.repeat(301), `a${'\u200d'.repeat(200)}`])
+      assert.deepEqual(graphemes(text, 16), whole(text));
+  });
+
+  // The bound guards against a hang (the quadratic segmentation takes minutes), not a speed.
+  test('reverses a long payload of emoji in linear time', { timeout: 60_000 }, () => {
+    const unit = '👍🏽e\u0301🇫🇷';
+    const text = unit.repeat(25_000); // 250,000 code units: minutes in one segmentation
+    const reversed = reverse(text);
+    assert.equal(reversed.length, text.length);
+    assert.equal(reversed.slice(0, 10), '🇫🇷e\u0301👍🏽');
+    assert.equal(reverse(reversed), text);
   });
 });
 
