@@ -25,6 +25,7 @@ import type { PeerAddress, RequestContext, Transport } from '../transport/types.
 import type { LegacyTaskSender } from '../legacy/dispatcher-adapter.ts';
 import { isLegacyInstance } from '../legacy/wire.ts';
 import { TimingStats } from './stats.ts';
+import { Watchers } from './watchers.ts';
 import type {
   BatchResult,
   CompleteResult,
@@ -161,7 +162,7 @@ export class Dispatcher {
   /** Types whose queue may hold claimable tasks. */
   readonly #maybeQueued = new Set<string>();
   readonly #progress = new Map<number, number>();
-  readonly #watchers = new Map<number, Set<string>>();
+  readonly #watchers = new Watchers();
   readonly #peers = new Map<string, PeerAddress>();
   readonly #outgoingDone = new Map<string, TaskView[]>();
   readonly #waiters = new Map<number, Set<Waiter>>();
@@ -658,17 +659,17 @@ export class Dispatcher {
           if (w.remaining.size === 0) w.done();
         }
       }
-      const watchers = this.#watchers.get(v.id);
-      if (watchers) {
-        this.#watchers.delete(v.id);
-        for (const peer of watchers) {
-          let q = this.#outgoingDone.get(peer);
-          if (!q) this.#outgoingDone.set(peer, (q = []));
-          q.push(v);
-        }
-      }
+      const watchers = this.#watchers.take(v.id);
+      if (typeof watchers === 'string') this.#queueDone(watchers, v);
+      else if (watchers) for (const peer of watchers) this.#queueDone(peer, v);
     }
     if (flushSoon) this.#scheduleDone();
+  }
+
+  #queueDone(peer: string, view: TaskView): void {
+    const q = this.#outgoingDone.get(peer);
+    if (q) q.push(view);
+    else this.#outgoingDone.set(peer, [view]);
   }
 
   #scheduleDone(): void {
@@ -713,29 +714,21 @@ export class Dispatcher {
     this.#peers.set(key, peer);
     for (const id of ids) {
       if (this.#watchers.size >= this.#o.maxWatched && !this.#watchers.has(id)) break;
-      let set = this.#watchers.get(id);
-      if (!set) this.#watchers.set(id, (set = new Set()));
-      set.add(key);
+      this.#watchers.add(id, key);
     }
   }
 
   async #onWatch(ids: number[], peer: PeerAddress): Promise<ReplyBody<'watch'>> {
     this.#watch(ids, peer);
-    const { tasks, missing } = await this.#store.get(ids);
+    const { tasks: finished, missing } = await this.#store.ended(ids);
     const key = `${peer.host}:${peer.port}`;
-    const finished = tasks.filter((v) => v.status !== 'queued' && v.status !== 'running');
-    for (const v of finished) {
-      const set = this.#watchers.get(v.id);
-      if (set?.delete(key) && set.size === 0) this.#watchers.delete(v.id);
-    }
+    for (const v of finished) this.#watchers.remove(v.id, key);
     for (const id of missing) this.#watchers.delete(id);
     // What does not fit the reply is pushed with `done` at once, as the protocol allows for
     // any watched task that has ended.
     const fit = this.#fitting(finished, 0);
     if (fit < finished.length) {
-      let q = this.#outgoingDone.get(key);
-      if (!q) this.#outgoingDone.set(key, (q = []));
-      for (let i = fit; i < finished.length; i++) q.push(finished[i]!);
+      for (let i = fit; i < finished.length; i++) this.#queueDone(key, finished[i]!);
       this.#scheduleDone();
     }
     return { finished: fit < finished.length ? finished.slice(0, fit) : finished, missing };

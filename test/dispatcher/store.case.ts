@@ -177,6 +177,50 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     );
 
     test(
+      'ended gives the views of ended tasks as get does, leaves out open ones and reports missing ids',
+      withStore(async (store) => {
+        // queued, running, succeeded, failed, cancelled, backing off
+        const ids = await submitIds(store, tasksOf('echo', 6));
+        const [queued, running, succeeded, failed, cancelled, backingOff] = ids as [
+          number,
+          number,
+          number,
+          number,
+          number,
+          number,
+        ];
+        await store.claim({ type: 'echo', limit: 6, worker: 'w', leaseMs: 1_000 }, T0);
+        await store.complete(
+          [ok(succeeded, 1), fail(failed, 1, true), fail(backingOff, 1), fail(queued, 1)],
+          T0 + 1,
+        );
+        await store.cancel(cancelled, T0 + 2);
+        await store.retry(queued, T0 + 3); // failed, then queued again with a fresh budget
+        const asked = [
+          running,
+          succeeded,
+          0,
+          queued,
+          failed,
+          cancelled,
+          backingOff,
+          succeeded,
+          queued + 1000,
+        ];
+        const ended = await store.ended(asked);
+        const expected = await store.get([succeeded, failed, cancelled]);
+        assert.deepEqual(ended.tasks, expected.tasks);
+        assert.deepEqual(
+          ended.tasks.map((t) => t.status),
+          ['succeeded', 'failed', 'cancelled'],
+        );
+        assert.deepEqual(ended.missing, [0, queued + 1000]);
+        assert.equal((await view(store, running)).status, 'running');
+        assert.equal((await view(store, backingOff)).status, 'queued');
+      }),
+    );
+
+    test(
       'an idempotency key makes a resubmitted task the same task, across batches and within one',
       withStore(async (store) => {
         const first = await store.submit(

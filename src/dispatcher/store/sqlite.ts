@@ -528,6 +528,27 @@ export class SqliteTaskStore implements TaskStore {
     });
   }
 
+  ended(ids: readonly number[]): Promise<GetResult> {
+    return this.#call('ended', () => {
+      const s = this.#s;
+      const seen = new Set<number>();
+      const tasks: TaskView[] = [];
+      const missing: number[] = [];
+      for (const id of ids) {
+        if (seen.has(id)) continue;
+        seen.add(id);
+        // A running attempt is in memory: no read. Otherwise its state alone says whether
+        // the view is wanted (most tasks of a fresh watch are still open).
+        if (this.#runningRows.has(id)) continue;
+        const state = isTaskId(id) ? (s.state.get(id) as number | undefined) : undefined;
+        if (state === undefined) missing.push(id);
+        else if (state === State.succeeded || state === State.failed || state === State.cancelled)
+          tasks.push(this.#view(s.view.get(id) as ViewRow));
+      }
+      return { tasks, missing };
+    });
+  }
+
   list(query: ListQuery): Promise<TaskPage> {
     return this.#call('list', () => this.#list(query));
   }
@@ -1324,6 +1345,7 @@ function prepare(db: Database.Database) {
     nextDelayed: v(
       `SELECT MIN(available_at) FROM tasks INDEXED BY tasks_delayed WHERE state = 5 AND type_id = ?`,
     ),
+    state: v(`SELECT state FROM tasks WHERE id = ?`),
     view: p(`SELECT ${VIEW_COLUMNS} FROM tasks WHERE id = ?`),
     viewWithPayload: p(`SELECT ${VIEW_COLUMNS}, payload FROM tasks WHERE id = ?`),
     cancel: p(

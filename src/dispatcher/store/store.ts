@@ -298,6 +298,13 @@ export interface TaskStore {
   get(ids: readonly number[], options?: { readonly payload?: boolean }): Promise<GetResult>;
 
   /**
+   * Of the tasks asked (each once), the views of those that have ended (succeeded, failed or
+   * cancelled), in the order asked, and the ids not found; open tasks are left out. What a
+   * watch needs: `get` would build a view of every open task too.
+   */
+  ended(ids: readonly number[]): Promise<GetResult>;
+
+  /**
    * A page of tasks, newest (highest id) first, optionally of one status and/or type. Keyset
    * pagination: following `nextCursor` visits every matching task that existed throughout,
    * once, whatever is added meanwhile. An invalid cursor is TG_ERR_BAD_REQUEST.
