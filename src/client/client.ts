@@ -20,7 +20,7 @@ import { createUdpTransport } from '../transport/index.ts';
 import { systemClock, type Clock, type PeerAddress, type Transport } from '../transport/types.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { flatSize, planBatches } from './batches.ts';
-import { Completions, isFinal, type CompletionListener } from './completions.ts';
+import { Completions, type CompletionListener } from './completions.ts';
 import { DispatcherLocator, formatAddress, listInstances } from './discovery.ts';
 import { TaskFailedError } from './errors.ts';
 import { DEFAULT_NAMESERVERS, resolveTuning, type ClientOptions, type ResolvedTuning } from './options.ts';
@@ -650,7 +650,12 @@ export class TaskGridClient {
   }
 
   /**
-   * Polls the tasks still awaited: the safety net under lost pushes. While polls find nothing
+   * Polls the tasks still awaited: the safety net under lost pushes. A poll is a `watch`: its
+   * reply carries the views of the tasks that have ended (what the pushes missed; any that do
+   * not fit it are pushed at once) and it renews the watch of the others, which a restarted
+   * dispatcher has forgotten. (`get-result` would also bring a view of every open task, a few
+   * hundred bytes each for the dispatcher to read and this client to parse and drop: in a bulk
+   * wait, tens of thousands a poll.) While polls find nothing
    * the pushes missed, the pause between them doubles (up to maxReconcileIntervalMs), so that
    * a long bulk wait does not fetch every pending task every few seconds. A task awaited for
    * less than reconcileIntervalMs is left to its push for now (asking about it that soon
@@ -667,14 +672,9 @@ export class TaskGridClient {
     this.#reconciling = true;
     let missed = 0;
     try {
-      const queue = [...ids];
-      while (queue.length > 0) {
-        const chunk = queue.splice(0, this.#t.getResultChunk);
-        const reply = await this.#call('get-result', { ids: chunk });
-        // Tasks the dispatcher left out to keep its reply small: asked for in the next request.
-        if (reply.more !== undefined) queue.unshift(...reply.more);
-        for (const view of reply.tasks) {
-          if (!isFinal(view)) continue;
+      for (let i = 0; i < ids.length; i += this.#t.watchChunk) {
+        const reply = await this.#call('watch', { ids: ids.slice(i, i + this.#t.watchChunk) });
+        for (const view of reply.finished) {
           // A push may have ended the task's waits while the poll was on its way: then it
           // missed nothing, and nothing needs keeping.
           if (this.#completions.isAwaited(view.id)) missed++;

@@ -17,7 +17,7 @@ export const CLIENT_DEFAULTS = {
   /** How long `wait` and `run` wait for tasks to end when the caller gives no timeout. */
   waitTimeoutMs: 300_000,
   /**
-   * While waiting, how often finished tasks are also polled with `get-result`, so that a
+   * While waiting, how often finished tasks are also polled (with `watch`), so that a
    * `done` push that never arrives (dispatcher restart, push given up) cannot hang a wait.
    */
   reconcileIntervalMs: 2_000,
@@ -40,8 +40,6 @@ export const CLIENT_DEFAULTS = {
   recentDoneEntries: 10_000,
   /** Most bytes of results held by those kept tasks. */
   recentDoneBytes: 32 * 1024 * 1024,
-  /** Ids per `get-result` request (the protocol's limit). */
-  getResultChunk: 1_000,
   /**
    * Ids per `watch` request. Its reply carries the views of the tasks already ended, a few
    * hundred bytes each: 5,000 of them exceeded the 1 MiB message limit (TG_ERR_TOO_LARGE).

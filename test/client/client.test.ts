@@ -156,8 +156,7 @@ test('wait resolves from the dispatcher push, without polling', async (t) => {
     ['A', 'B', 'C'],
   );
   assert.deepEqual([...order].sort(), [...ids].sort());
-  assert.equal(g.dispatcher.count('watch'), 1);
-  assert.equal(g.dispatcher.count('get-result'), 0);
+  assert.equal(g.dispatcher.count('watch'), 1, 'the wait watched once and never polled');
   // Waiting again for ended tasks needs nothing but the watch's immediate answer.
   const again = await g.client.wait(ids[0]!, { timeoutMs: 1_000 });
   assert.equal(again.status, 'succeeded');
@@ -166,7 +165,7 @@ test('wait resolves from the dispatcher push, without polling', async (t) => {
 test('a wait whose watch request is never answered still ends, from the polls', async (t) => {
   const g = await grid({
     // The tasks end after the unanswered watch has timed out.
-    dispatcher: { ignoreWatches: true, dropPushes: true, runDelayMs: 800 },
+    dispatcher: { ignoreWatches: 1, dropPushes: true, runDelayMs: 800 },
     client: { reconcileIntervalMs: 50, requestTimeoutMs: 200 },
   });
   t.after(() => g.close());
@@ -176,8 +175,7 @@ test('a wait whose watch request is never answered still ends, from the polls', 
     views.map((v) => v.result),
     ['A', 'B'],
   );
-  assert.ok(g.dispatcher.count('watch') >= 1, 'the watch was asked for and went unanswered');
-  assert.ok(g.dispatcher.count('get-result') >= 1, 'the polls found the ends');
+  assert.ok(g.dispatcher.count('watch') >= 2, 'the watch went unanswered, and polls found the ends');
 });
 
 test('several waits for one task all end with its one push; one giving up leaves the others waiting', async (t) => {
@@ -190,10 +188,10 @@ test('several waits for one task all end with its one push; one giving up leaves
   await rejectsWith(impatient, ErrorCode.TIMEOUT);
   const [one, [two, three]] = await Promise.all([first, second]);
   for (const v of [one, two, three]) assert.equal(v?.result, 'SHARED');
-  assert.equal(g.dispatcher.count('get-result'), 0, 'the push was enough');
+  assert.equal(g.dispatcher.count('watch'), 3, 'one watch a wait, no poll: the push was enough');
 });
 
-test('wait still ends when the push is lost, by polling get-result', async (t) => {
+test('wait still ends when the push is lost, by polling', async (t) => {
   const g = await grid({
     dispatcher: { dropPushes: true, runDelayMs: 50 },
     client: { reconcileIntervalMs: 100 },
@@ -204,14 +202,15 @@ test('wait still ends when the push is lost, by polling get-result', async (t) =
   const view = await g.client.wait(id, { timeoutMs: 5_000 });
   assert.equal(view.result, 'olleH');
   assert.ok(Date.now() - started < 2_000);
-  assert.ok(g.dispatcher.count('get-result') >= 1);
+  assert.ok(g.dispatcher.count('watch') >= 2, 'the wait watched, then a poll found the end');
+  assert.equal(g.dispatcher.count('get-result'), 0, 'polls ask for ended tasks only');
   // run() relies on the notify push alone; polling covers its loss too.
   assert.equal(await g.client.run('upper', 'openai'), 'OPENAI');
 });
 
-test('a poll asks again for the tasks a get-result reply left out, so every lost push is found', async (t) => {
+test('polls find every lost push when each reply carries only some of the ended tasks', async (t) => {
   const g = await grid({
-    dispatcher: { dropPushes: true, runDelayMs: 20, getResultViews: 3 },
+    dispatcher: { dropPushes: true, runDelayMs: 20, watchViews: 3 },
     client: { reconcileIntervalMs: 100 },
   });
   t.after(() => g.close());
@@ -223,7 +222,8 @@ test('a poll asks again for the tasks a get-result reply left out, so every lost
     views.map((v) => v.result),
     payloads.map((p) => [...p].reverse().join('')),
   );
-  assert.ok(g.dispatcher.count('get-result') >= 4, 'ten tasks at three views a reply');
+  // The others of each reply are pushed, and those pushes are lost too: ten tasks at three a reply.
+  assert.ok(g.dispatcher.count('watch') >= 5, `${g.dispatcher.count('watch')} watches`);
 });
 
 test('polls leave alone tasks awaited for less than the poll interval; their pushes suffice', async (t) => {
@@ -244,7 +244,11 @@ test('polls leave alone tasks awaited for less than the poll interval; their pus
     { timeoutMs: 5_000 },
   );
   assert.ok(runs > 5, `${runs} runs`);
-  assert.equal(g.dispatcher.count('get-result'), 0, 'no poll asked about a task its push was about to end');
+  assert.equal(
+    g.dispatcher.count('watch'),
+    1,
+    'the bulk wait watched; no poll asked about a task its push was about to end',
+  );
 });
 
 test('a lost push is still found by the first poll after the wait has lasted the poll interval', async (t) => {
@@ -277,7 +281,8 @@ test('polling backs off while pushes arrive, so long waits cost few requests', a
   const view = await g.client.wait(id, { timeoutMs: 5_000 });
   assert.equal(view.result, 'waited 1s');
   // Without backing off: about 20 polls in that second; with it: 50, 100, 200, 400, 400 ms apart.
-  assert.ok(g.dispatcher.count('get-result') <= 7, `${g.dispatcher.count('get-result')} polls`);
+  // Each poll is a watch, as is the wait's first request.
+  assert.ok(g.dispatcher.count('watch') <= 8, `${g.dispatcher.count('watch') - 1} polls`);
 });
 
 test('wait gives up with TG_ERR_TIMEOUT naming the task, and TG_ERR_NOT_FOUND for an unknown id', async (t) => {

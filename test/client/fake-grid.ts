@@ -33,10 +33,13 @@ export interface FakeDispatcherOptions {
   retryAfterMs?: number;
   /** Never push `done` (the client must poll). */
   dropPushes?: boolean;
-  /** Never answer `watch` requests (as if every one were lost). */
-  ignoreWatches?: boolean;
-  /** Most views in one `get-result` reply; the other known ids go in `more` (as a reply kept small). */
-  getResultViews?: number;
+  /** Leave the first N `watch` requests unanswered (as if they were lost). */
+  ignoreWatches?: number;
+  /**
+   * Most views of ended tasks in one `watch` reply; the others are pushed with `done` at once
+   * (as the dispatcher keeps a reply small), and so are lost too with `dropPushes`.
+   */
+  watchViews?: number;
 }
 
 function peerKey(p: PeerAddress): string {
@@ -57,9 +60,9 @@ export class FakeDispatcher {
   readonly #keys = new Map<string, number>();
   readonly #watchers = new Map<number, PeerAddress[]>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #o: Required<Omit<FakeDispatcherOptions, 'dropPushes' | 'ignoreWatches' | 'getResultViews'>>;
-  readonly #getResultViews: number | undefined;
-  readonly #ignoreWatches: boolean;
+  readonly #o: Required<Omit<FakeDispatcherOptions, 'dropPushes' | 'ignoreWatches' | 'watchViews'>>;
+  readonly #watchViews: number | undefined;
+  #ignoreWatches: number;
   readonly #started = Date.now();
   #busyLeft: number;
 
@@ -73,8 +76,8 @@ export class FakeDispatcher {
       retryAfterMs: options.retryAfterMs ?? 100,
     };
     this.dropPushes = options.dropPushes ?? false;
-    this.#getResultViews = options.getResultViews;
-    this.#ignoreWatches = options.ignoreWatches ?? false;
+    this.#watchViews = options.watchViews;
+    this.#ignoreWatches = options.ignoreWatches ?? 0;
     this.#busyLeft = this.#o.busyReplies;
     const t = transport;
     t.handle('ping', () => {
@@ -139,7 +142,10 @@ export class FakeDispatcher {
     });
     t.handle('watch', ({ ids }, ctx) => {
       this.#count('watch');
-      if (this.#ignoreWatches) return new Promise<never>(() => {});
+      if (this.#ignoreWatches > 0) {
+        this.#ignoreWatches--;
+        return new Promise<never>(() => {});
+      }
       const finished: TaskView[] = [];
       const missing: number[] = [];
       for (const id of ids) {
@@ -147,6 +153,11 @@ export class FakeDispatcher {
         if (!v) missing.push(id);
         else if (isEnded(v)) finished.push(this.#public(v));
         else this.#watch(id, ctx.peer);
+      }
+      const most = this.#watchViews;
+      if (most !== undefined && finished.length > most) {
+        for (const v of finished.slice(most)) this.#pushTo([ctx.peer], v);
+        return { finished: finished.slice(0, most), missing };
       }
       return { finished, missing };
     });
@@ -165,10 +176,6 @@ export class FakeDispatcher {
         const v = this.tasks.get(id);
         if (v) tasks.push(this.#public(v, payload === true));
         else missing.push(id);
-      }
-      const most = this.#getResultViews;
-      if (most !== undefined && tasks.length > most) {
-        return { tasks: tasks.slice(0, most), missing, more: tasks.slice(most).map((v) => v.id) };
       }
       return { tasks, missing };
     });
@@ -304,6 +311,10 @@ export class FakeDispatcher {
     if (error) v.error = error;
     const peers = this.#watchers.get(v.id) ?? [];
     this.#watchers.delete(v.id);
+    this.#pushTo(peers, v);
+  }
+
+  #pushTo(peers: readonly PeerAddress[], v: TaskView): void {
     if (this.dropPushes) return;
     for (const peer of peers) {
       this.transport
