@@ -4,6 +4,7 @@
  * `app.request('/api/stats')`, and only the CLI (service.ts) serves it on a port.
  *
  * Access rules, in order:
+ * - over HTTP, a request without a Host header (or with an empty one) is refused with a 400;
  * - bound to loopback, requests must name a loopback host (a DNS-rebinding page cannot reach it);
  * - with a token, every /api and /metrics request needs `Authorization: Bearer <token>`;
  * - POST requests from another origin are refused (no cross-site actions on a local service);
@@ -13,6 +14,7 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { HttpBindings } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { bodyLimit } from 'hono/body-limit';
@@ -272,6 +274,13 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
   app.use('*', observe);
 
   app.use('*', async (c, next) => {
+    if (withoutHostHeader(c.env)) {
+      throw new HttpError(
+        400,
+        ErrorCode.BAD_REQUEST,
+        'the Host header is missing: every request must name the host it is for (HTTP/1.0 too)',
+      );
+    }
     if (loopbackOnly && !isLoopbackHost(requestUrl(c.req.url).hostname)) {
       throw new HttpError(
         403,
@@ -557,6 +566,18 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
   });
 
   return { app, watcher, hub, metrics };
+}
+
+/**
+ * True for a request that came over HTTP (@hono/node-server passes Node's request as
+ * `c.env.incoming`) without a Host header, or with an empty one: HTTP/1.1 without one (service.ts
+ * lets Node pass it on) and HTTP/1.0. Its URL then names a stand-in host, not one the client
+ * named, so the loopback check has nothing to check. `app.request()` has no `incoming`: its URL
+ * names the host.
+ */
+function withoutHostHeader(env: unknown): boolean {
+  const incoming = (env as Partial<HttpBindings> | undefined)?.incoming;
+  return incoming !== undefined && !incoming.headers.host;
 }
 
 /**

@@ -5,10 +5,11 @@
  * line with the address it bound, and stops cleanly on SIGTERM or SIGINT.
  */
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
-import { serve } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import type { Command } from 'commander';
 import {
   announceReady,
@@ -62,17 +63,29 @@ export interface HttpListener {
   close(): Promise<void>;
 }
 
+/**
+ * The host of the URL @hono/node-server builds for a request without a Host header. Node would
+ * answer such an HTTP/1.1 request itself, with an empty 400; it passes them on instead
+ * (`requireHostHeader: false`) so that the app answers its JSON 400 TG_ERR_BAD_REQUEST. `serve`
+ * would build the URL on the bound address, which passes the app's loopback check and is no
+ * valid URL host when it is IPv6 (the adapter then answers an empty 400 itself). A reserved name
+ * (RFC 2606) instead: a valid URL that names no loopback host.
+ */
+const NO_HOST_HEADER = 'host-header-missing.invalid';
+
 /** Serves `app` on `host:port` (0 = any free port); resolves once it listens. */
 export function listen(app: Hono, host: string, port: number): Promise<HttpListener> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, hostname: host, port }, (info) => {
+    const handle = getRequestListener(app.fetch, { hostname: NO_HOST_HEADER });
+    const server = createServer({ requireHostHeader: false }, (req, res) => void handle(req, res));
+    server.once('error', reject);
+    server.listen(port, host, () => {
       server.off('error', reject);
       resolve({
-        address: { host, port: info.port },
-        close: () => closeServer(server as Server),
+        address: { host, port: (server.address() as AddressInfo).port },
+        close: () => closeServer(server),
       });
     });
-    server.once('error', reject);
   });
 }
 

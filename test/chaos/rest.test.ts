@@ -326,8 +326,9 @@ test(
           problems.push(`${what}: leaked a file: ${a.body.slice(0, 200)}`);
         if (!mustBe4xx) return;
         if (a.status < 400 || a.status >= 500) problems.push(`${what}: ${a.status}, expected 4xx`);
-        // Node's HTTP server answers some requests itself, before the app (an invalid or missing
-        // Host header: a 400 with an empty body); the app's own answers carry the code.
+        // Node's HTTP server answers some requests itself, before the app (an unparseable Host
+        // header: a 400 with an empty body); the app's own answers carry the code, a missing
+        // Host header's too.
         const empty = a.body === '' || a.body === '0\r\n\r\n';
         if (!empty && !/"code":"TG_ERR_[A-Z_]+"/.test(a.body))
           problems.push(`${what}: ${a.status} without a TG_ERR_* code: ${a.body.slice(0, 200)}`);
