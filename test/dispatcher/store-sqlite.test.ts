@@ -3,7 +3,7 @@
  * a file can show: restart, schema versions, locking and storage faults.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -189,6 +189,43 @@ describe('SQLite task store on a file', () => {
       assert.throws(() => new SqliteTaskStore({ path }), isStoreError);
     } finally {
       await holder.close();
+    }
+  });
+
+  test('the WAL is flushed in the background while the store is open, and its file let go at close', async () => {
+    // Descriptors of this process open on a file, from /proc (Linux).
+    const openOn = (file: string): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          const target = readlinkSync(`/proc/self/fd/${fd}`);
+          return target === file || target === `${file} (deleted)`; // SQLite deletes it at close
+        } catch {
+          return false; // closed meanwhile (readdir's own descriptor)
+        }
+      }).length;
+    const path = freshPath();
+    const wal = `${path}-wal`;
+    const store = new SqliteTaskStore({ path, walFlushCommits: 4 });
+    // SQLite holds the WAL itself; the flusher opens it a second time after four commits.
+    for (let i = 0; i < 3; i++) await submitted(store, 1);
+    const bySqlite = openOn(wal);
+    await submitted(store, 1);
+    assert.equal(openOn(wal), bySqlite + 1, 'the flusher opened the WAL');
+    for (let i = 0; i < 40; i++) await submitted(store, 5);
+    await new Promise((resolve) => setImmediate(resolve));
+    await store.close(); // with a flush possibly in flight: the descriptor goes after it
+    for (let i = 0; i < 100 && openOn(wal) > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(openOn(wal), 0, 'no descriptor left on the WAL');
+    // The flushes changed nothing in the file.
+    assert.equal(inspect(path).ids.length, 3 + 1 + 200);
+    // Not with synchronous FULL (every commit syncs), nor with flushing off.
+    for (const options of [{ synchronous: 'full' as const }, { walFlushCommits: 0 }]) {
+      const other = freshPath();
+      const s2 = new SqliteTaskStore({ path: other, ...options });
+      const before = openOn(`${other}-wal`);
+      for (let i = 0; i < 20; i++) await submitted(s2, 1);
+      assert.equal(openOn(`${other}-wal`), before, JSON.stringify(options));
+      await s2.close();
     }
   });
 
