@@ -112,7 +112,7 @@ export const SQLITE_DEFAULTS = {
    * Commits between background flushes of the WAL (src/dispatcher/store/wal-flush.ts): each
    * checkpoint then syncs what the last few commits wrote, not 1,000 pages. Every 128 commits
    * (about 64 sequential tasks, 2-3 flushes between checkpoints): round-trip p99 -20 to -30%,
-   * p50 unchanged. Every 16: p99 as low, but p50 +100 us, as commits waited for the flushes
+   * p50 about +5%. Every 16: p99 as low, but p50 +100 us, as commits waited for the flushes
    * (docs/PERFORMANCE.md).
    */
   walFlushCommits: 128,
@@ -538,38 +538,42 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   get(ids: readonly number[], options?: { readonly payload?: boolean }): Promise<GetResult> {
-    return this.#call('get', () => {
-      const stmt = options?.payload === true ? this.#s.viewWithPayload : this.#s.view;
-      const seen = new Set<number>();
-      const tasks: TaskView[] = [];
-      const missing: number[] = [];
-      for (const id of ids) {
-        if (seen.has(id)) continue;
-        seen.add(id);
-        const row = isTaskId(id) ? (stmt.get(id) as ViewRow | undefined) : undefined;
-        if (row === undefined) missing.push(id);
-        else tasks.push(this.#view(row));
-      }
-      return { tasks, missing };
-    });
+    const stmt = options?.payload === true ? this.#s.viewWithPayload : this.#s.view;
+    return this.#lookUp('get', ids, (id) => stmt.get(id) as ViewRow | undefined);
   }
 
   ended(ids: readonly number[]): Promise<GetResult> {
-    return this.#call('ended', () => {
-      const s = this.#s;
+    const s = this.#s;
+    // A running attempt is in memory: no read. Otherwise its state alone says whether the view
+    // is wanted (most tasks of a fresh watch are still open).
+    return this.#lookUp('ended', ids, (id) => {
+      if (this.#runningRows.has(id)) return null;
+      const state = s.state.get(id) as number | undefined;
+      if (state === undefined) return undefined;
+      const ended = state === State.succeeded || state === State.failed || state === State.cancelled;
+      return ended ? (s.view.get(id) as ViewRow) : null;
+    });
+  }
+
+  /**
+   * Views of tasks by id, each id once, in the order asked; only valid ids are read. `read`
+   * gives a task's row, undefined when there is no such task, null when it is not wanted.
+   */
+  #lookUp(
+    what: string,
+    ids: readonly number[],
+    read: (id: number) => ViewRow | null | undefined,
+  ): Promise<GetResult> {
+    return this.#call(what, () => {
       const seen = new Set<number>();
       const tasks: TaskView[] = [];
       const missing: number[] = [];
       for (const id of ids) {
         if (seen.has(id)) continue;
         seen.add(id);
-        // A running attempt is in memory: no read. Otherwise its state alone says whether
-        // the view is wanted (most tasks of a fresh watch are still open).
-        if (this.#runningRows.has(id)) continue;
-        const state = isTaskId(id) ? (s.state.get(id) as number | undefined) : undefined;
-        if (state === undefined) missing.push(id);
-        else if (state === State.succeeded || state === State.failed || state === State.cancelled)
-          tasks.push(this.#view(s.view.get(id) as ViewRow));
+        const row = isTaskId(id) ? read(id) : undefined;
+        if (row === undefined) missing.push(id);
+        else if (row !== null) tasks.push(this.#view(row));
       }
       return { tasks, missing };
     });
