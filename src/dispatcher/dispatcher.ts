@@ -163,6 +163,8 @@ export class Dispatcher {
   readonly #maybeQueued = new Set<string>();
   readonly #progress = new Map<number, number>();
   readonly #watchers = new Watchers();
+  /** After a restart, the attempts the store records as running, by worker, until confirmed. */
+  readonly #recovered = new Map<string, { id: number; attempt: number }[]>();
   readonly #peers = new Map<string, PeerAddress>();
   readonly #outgoingDone = new Map<string, TaskView[]>();
   readonly #waiters = new Map<number, Set<Waiter>>();
@@ -240,10 +242,14 @@ export class Dispatcher {
       this.#maybeQueued.add(type);
     }
     for (const inst of this.#dir.instances({ role: 'worker' })) this.#upsertWorker(inst);
-    // Running tasks survive a restart with their leases: account them to their workers.
+    // Running tasks survive a restart with their leases: account them to their workers, and
+    // ask each worker, once it is listed, which of them it holds (#confirmHeld).
     const unlisted = new Set<string>();
     for (const r of await this.#store.listRunning()) {
       this.#assigned.set(r.id, r.worker);
+      let recovered = this.#recovered.get(r.worker);
+      if (!recovered) this.#recovered.set(r.worker, (recovered = []));
+      recovered.push({ id: r.id, attempt: r.attempt });
       const w = this.#workers.get(r.worker);
       if (w) w.inFlight++;
       else unlisted.add(r.worker);
@@ -252,6 +258,7 @@ export class Dispatcher {
       const orphans = setTimeout(() => {
         for (const id of unlisted) {
           if (this.#closed || this.#workers.has(id)) continue;
+          this.#recovered.delete(id);
           this.#log.info(
             { worker: id },
             'worker not listed since the restart; its running tasks go back to their queues',
@@ -266,6 +273,7 @@ export class Dispatcher {
     }
     this.#dir.onChange((ev) => this.#onDirectoryChange(ev));
     this.#install();
+    for (const w of this.#workers.values()) this.#confirmHeld(w);
     await this.#expireLeases();
     await this.#armBackoffTimer();
     this.#pruneTimer = setInterval(() => void this.#prune(), this.#o.pruneEveryMs);
@@ -807,13 +815,59 @@ export class Dispatcher {
     for (const t of inst.types) this.#knownTypes.add(t);
     const w = this.#workers.get(inst.id);
     if (w) w.instance = inst;
-    else this.#workers.set(inst.id, { instance: inst, inFlight: 0, completed: 0, failed: 0 });
+    else {
+      const added: WorkerState = { instance: inst, inFlight: 0, completed: 0, failed: 0 };
+      this.#workers.set(inst.id, added);
+      // Listed only after a restart: its recovered attempts count again, then get confirmed.
+      const recovered = this.#recovered.get(inst.id);
+      if (recovered) {
+        added.inFlight += recovered.length;
+        this.#confirmHeld(added);
+      }
+    }
     for (const t of inst.types) this.#maybeQueued.add(t);
+  }
+
+  /**
+   * After a restart, asks a worker which of the attempts the store records as running on it it
+   * still holds. One it does not hold was claimed and committed, but its TASK never left before
+   * the dispatcher stopped: a failed attempt (TG_ERR_WORKER_LOST) now, not at its lease's end
+   * (the lease is the timeout plus grace: ten minutes for `wait`). A worker that cannot answer
+   * (one of an older version, or gone) leaves them to their leases, as before.
+   */
+  #confirmHeld(w: WorkerState): void {
+    const recovered = this.#recovered.get(w.instance.id);
+    if (!recovered || isLegacyInstance(w.instance)) return;
+    this.#recovered.delete(w.instance.id);
+    const batch = this.#o.dispatchBatch;
+    for (let i = 0; i < recovered.length; i += batch) {
+      const tasks = recovered.slice(i, i + batch);
+      this.#t.request(w.instance.address, 'holding', { tasks }, this.#requestOptions).then(
+        (reply) => {
+          const held = new Set(reply.held);
+          const lost = tasks.filter((t) => !held.has(t.id));
+          if (lost.length === 0 || this.#closed) return;
+          this.#log.info(
+            { worker: w.instance.id, tasks: lost.length },
+            'tasks claimed before the restart never reached their worker; they go back to their queues',
+          );
+          const error: WireError = {
+            code: ErrorCode.WORKER_LOST,
+            message: `worker ${w.instance.id} never received the task: the dispatcher stopped after claiming it`,
+          };
+          void this.#onResult(lost.map((t) => failedAttempt(t.id, t.attempt, error))).catch(() => {});
+        },
+        (err: unknown) => {
+          this.#log.debug({ err, worker: w.instance.id }, 'a worker did not say which tasks it holds');
+        },
+      );
+    }
   }
 
   #onDirectoryChange(ev: { upserted: Instance[]; removed: Instance[] }): void {
     for (const inst of ev.upserted) this.#upsertWorker(inst);
     for (const inst of ev.removed) {
+      this.#recovered.delete(inst.id);
       if (!this.#workers.delete(inst.id)) continue;
       this.#log.info({ worker: inst.id }, 'worker gone; its running tasks go back to their queues');
       this.#store.releaseWorker(inst.id, this.#now()).then(

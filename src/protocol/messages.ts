@@ -243,6 +243,18 @@ export const requests = {
     req: z.strictObject({ ids: z.array(TaskId).min(1).max(LIMITS.maxBatch) }),
     res: z.strictObject({ aborted: z.array(TaskId) }),
   },
+  /**
+   * Dispatcher -> worker, after the dispatcher restarted: which of these attempts, recorded as
+   * running on the worker, it still holds (running, or ended with its result not yet
+   * acknowledged). One it does not hold was claimed but never sent before the dispatcher
+   * stopped: it goes back to its queue at once instead of at the end of its lease.
+   */
+  holding: {
+    req: z.strictObject({
+      tasks: batch(z.strictObject({ id: TaskId, attempt: z.number().int().min(1) })),
+    }),
+    res: z.strictObject({ held: z.array(TaskId) }),
+  },
   /** Instance -> nameservice: register; the lease lives as long as its heartbeats. */
   register: {
     req: z.strictObject({

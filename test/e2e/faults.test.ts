@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { TaskGridClient } from '../../src/client/index.ts';
+import { statePaths } from '../../src/config/env.ts';
+import { SqliteTaskStore } from '../../src/dispatcher/store/sqlite.ts';
 import { ROOT } from '../support/process.ts';
 import { Grid } from '../support/grid.ts';
 
@@ -154,6 +156,49 @@ test('a task whose worker died while the dispatcher was down runs again soon aft
     assert.equal(view.worker, bId, 'on the live worker');
     // Far below the 10-minute lease: the unlisted worker's tasks go back after a short grace.
     assert.ok(Date.now() - restarted < 60_000, `ended ${Date.now() - restarted} ms after the restart`);
+  } finally {
+    await client.close();
+    await grid.stop();
+  }
+});
+
+test('after a restart, a task claimed for a live worker but never sent runs again at once; the one it runs is left to it', { timeout: 120_000 }, async () => {
+  const grid = await Grid.start({ typesDir: FIXTURES, workersJson: fixtureTypes });
+  let client = await connect(grid);
+  try {
+    await grid.startWorker(['slow'], 1);
+    // A 10-minute timeout on both: waiting out a lease would take that long.
+    const running = await client.submit({ type: 'slow', payload: '4000', timeoutMs: 600_000 });
+    for (let v = await client.result(running); v.status !== 'running'; v = await client.result(running)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const lost = await client.submit({ type: 'slow', payload: '100', timeoutMs: 600_000 }); // queued: capacity 1
+    const worker = (await client.result(running)).worker;
+    assert.ok(worker !== undefined);
+    await grid.dispatcher.kill('SIGKILL');
+    // What a dispatcher dying at the wrong moment leaves: a claim for that worker committed, its
+    // TASK never sent.
+    const store = new SqliteTaskStore({ path: join(statePaths(grid.home).data, 'dispatcher.db') });
+    try {
+      const claimed = await store.claim({ type: 'slow', limit: 1, worker, leaseMs: 605_000 }, Date.now());
+      assert.deepEqual(
+        claimed.map((t) => t.id),
+        [lost],
+      );
+    } finally {
+      await store.close();
+    }
+    await client.close();
+    await grid.startDispatcher(grid.dispatcherPort);
+    const restarted = Date.now();
+    client = await connect(grid);
+    const [ran, again] = await client.wait([running, lost], { timeoutMs: 90_000 });
+    assert.equal(ran?.status, 'succeeded');
+    assert.equal(ran?.attempts, 1, 'the task the worker held was not taken from it');
+    assert.equal(again?.status, 'succeeded');
+    assert.equal(again?.attempts, 2, 'the attempt that never reached the worker counted as lost');
+    assert.equal(again?.worker, worker);
+    assert.ok(Date.now() - restarted < 30_000, `both ended ${Date.now() - restarted} ms after the restart`);
   } finally {
     await client.close();
     await grid.stop();
