@@ -79,8 +79,11 @@ export class TaskWorker {
   };
   readonly #started = Date.now();
   readonly #running = new Map<number, number>(); // task id -> attempt
-  /** Attempts whose result is on its way to the dispatcher, not yet acknowledged: id -> attempt. */
-  readonly #delivering = new Map<number, number>();
+  /**
+   * Batches of results on their way to a dispatcher, not yet acknowledged: read only when a
+   * restarted dispatcher asks what this worker holds (`holding`), so kept per batch, not per task.
+   */
+  readonly #inDelivery = new Set<readonly TaskOutcome[]>();
   /** By dispatcher address ("host:port"); links with results to send are also in #outbox. */
   readonly #links = new Map<string, DispatcherLink>();
   readonly #outbox = new Set<DispatcherLink>();
@@ -173,10 +176,12 @@ export class TaskWorker {
     this.#t.handle('task', (body, ctx) => this.#onTasks(body.tasks, ctx.peer));
     this.#t.handle('abort', ({ ids }) => ({ aborted: ids.filter((id) => this.#pool.abort(id)) }));
     this.#t.handle('holding', ({ tasks }) => {
+      const unacknowledged = new Map<number, number>();
+      for (const results of this.#inDelivery) for (const r of results) unacknowledged.set(r.id, r.attempt);
+      for (const link of this.#outbox) for (const r of link.outcomes) unacknowledged.set(r.id, r.attempt);
       const held: number[] = [];
       for (const t of tasks)
-        if (this.#running.get(t.id) === t.attempt || this.#delivering.get(t.id) === t.attempt)
-          held.push(t.id);
+        if (this.#running.get(t.id) === t.attempt || unacknowledged.get(t.id) === t.attempt) held.push(t.id);
       return { held };
     });
   }
@@ -252,7 +257,6 @@ export class TaskWorker {
     link.outcomes.push(outcome);
     this.#outbox.add(link);
     this.#unacked++;
-    this.#delivering.set(outcome.id, outcome.attempt);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => this.#flush());
@@ -275,23 +279,19 @@ export class TaskWorker {
     this.#outbox.clear();
   }
 
-  /** Results acknowledged (or given up): their attempts are no longer held here. */
-  #delivered(results: readonly TaskOutcome[]): void {
-    for (const r of results) if (this.#delivering.get(r.id) === r.attempt) this.#delivering.delete(r.id);
-  }
-
   /** Sends results until acknowledged, backing off between tries. */
   #deliver(peer: PeerAddress, results: TaskOutcome[], since: number, delay: number): void {
+    this.#inDelivery.add(results);
     this.#t.request(peer, 'result', { results }).then(
       () => {
         this.#unacked -= results.length;
-        this.#delivered(results);
+        this.#inDelivery.delete(results);
       },
       (err: unknown) => {
         const closed = err instanceof TaskGridError && err.code === ErrorCode.CLOSED;
         if (closed || Date.now() - since > this.#o.resultGiveUpMs) {
           this.#unacked -= results.length;
-          this.#delivered(results);
+          this.#inDelivery.delete(results);
           this.#log.error({ err, results: results.length }, 'gave up delivering results');
           return;
         }

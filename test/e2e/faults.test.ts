@@ -162,18 +162,22 @@ test('a task whose worker died while the dispatcher was down runs again soon aft
   }
 });
 
-test('after a restart, a task claimed for a live worker but never sent runs again at once; the one it runs is left to it', { timeout: 120_000 }, async () => {
+test('after a restart, a task claimed for a live worker but never sent runs again at once; those it holds are left to it', { timeout: 120_000 }, async () => {
   const grid = await Grid.start({ typesDir: FIXTURES, workersJson: fixtureTypes });
   let client = await connect(grid);
   try {
-    await grid.startWorker(['slow'], 1);
-    // A 10-minute timeout on both: waiting out a lease would take that long.
-    const running = await client.submit({ type: 'slow', payload: '4000', timeoutMs: 600_000 });
-    for (let v = await client.result(running); v.status !== 'running'; v = await client.result(running)) {
+    await grid.startWorker(['slow'], 2);
+    // 10-minute timeouts: waiting out a lease would take that long. One task runs through the
+    // restart; one ends while the dispatcher is down, its result waiting to be acknowledged.
+    const long = await client.submit({ type: 'slow', payload: '6000', timeoutMs: 600_000 });
+    const short = await client.submit({ type: 'slow', payload: '1000', timeoutMs: 600_000 });
+    for (;;) {
+      const views = await Promise.all([client.result(long), client.result(short)]);
+      if (views.every((v) => v.status === 'running')) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    const lost = await client.submit({ type: 'slow', payload: '100', timeoutMs: 600_000 }); // queued: capacity 1
-    const worker = (await client.result(running)).worker;
+    const lost = await client.submit({ type: 'slow', payload: '100', timeoutMs: 600_000 }); // queued: capacity 2
+    const worker = (await client.result(long)).worker;
     assert.ok(worker !== undefined);
     await grid.dispatcher.kill('SIGKILL');
     // What a dispatcher dying at the wrong moment leaves: a claim for that worker committed, its
@@ -189,16 +193,19 @@ test('after a restart, a task claimed for a live worker but never sent runs agai
       await store.close();
     }
     await client.close();
+    await new Promise((r) => setTimeout(r, 1_200)); // the short task ends meanwhile
     await grid.startDispatcher(grid.dispatcherPort);
     const restarted = Date.now();
     client = await connect(grid);
-    const [ran, again] = await client.wait([running, lost], { timeoutMs: 90_000 });
+    const [ran, ended, again] = await client.wait([long, short, lost], { timeoutMs: 90_000 });
     assert.equal(ran?.status, 'succeeded');
-    assert.equal(ran?.attempts, 1, 'the task the worker held was not taken from it');
+    assert.equal(ran?.attempts, 1, 'the task the worker was running was left to it');
+    assert.equal(ended?.status, 'succeeded');
+    assert.equal(ended?.attempts, 1, 'the result the worker still had to deliver was recorded, not run again');
     assert.equal(again?.status, 'succeeded');
     assert.equal(again?.attempts, 2, 'the attempt that never reached the worker counted as lost');
     assert.equal(again?.worker, worker);
-    assert.ok(Date.now() - restarted < 30_000, `both ended ${Date.now() - restarted} ms after the restart`);
+    assert.ok(Date.now() - restarted < 30_000, `all ended ${Date.now() - restarted} ms after the restart`);
   } finally {
     await client.close();
     await grid.stop();
