@@ -2,7 +2,8 @@
  * The real-network link: one UDP socket. The only module that imports node:dgram.
  */
 import dgram from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { lookup as dnsLookup } from 'node:dns';
+import { isIP, isIPv6 } from 'node:net';
 import type { DatagramLink, PeerAddress } from './types.ts';
 
 export interface UdpLinkOptions {
@@ -15,6 +16,22 @@ export interface UdpLinkOptions {
 }
 
 const DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The socket's address lookup: an IP address (every peer address but one a user typed) answers
+ * at once; a name goes to dns.lookup. node:dgram's default is dns.lookup for every send, which
+ * answers even an IP address on the next tick: the datagram then waits for the sender's
+ * remaining work in that tick (measured: 10-35 us more per hop on a sequential round trip).
+ */
+function lookupNow(
+  host: string,
+  family: number,
+  cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  const ip = isIP(host);
+  if (ip !== 0) cb(null, host, ip);
+  else dnsLookup(host, family, cb);
+}
 
 class UdpLink implements DatagramLink {
   readonly #socket: dgram.Socket;
@@ -71,7 +88,7 @@ class UdpLink implements DatagramLink {
 export async function bindUdpLink(options: UdpLinkOptions = {}): Promise<DatagramLink> {
   const host = options.host ?? '127.0.0.1';
   const type = isIPv6(host) || host === '::' ? 'udp6' : 'udp4';
-  const socket = dgram.createSocket({ type, reuseAddr: false });
+  const socket = dgram.createSocket({ type, reuseAddr: false, lookup: lookupNow as dgram.SocketOptions['lookup'] });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     socket.once('error', onError);

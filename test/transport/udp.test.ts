@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { test } from 'node:test';
 import { LIMITS } from '../../src/protocol/limits.ts';
 import { createUdpTransport } from '../../src/transport/index.ts';
+import { bindUdpLink } from '../../src/transport/udp-link.ts';
 import { startTs } from '../support/process.ts';
 import { transportConformance } from './transport.case.ts';
 
@@ -60,5 +62,51 @@ test('an endpoint bound to loopback sends a 30 kB message in one datagram; one b
     await local.close();
     await wide.close();
     await server.close();
+  }
+});
+
+/** A plain node:dgram socket on `host` that records what it receives. */
+async function receiver(host: string): Promise<{ port: number; got: Promise<Buffer>; close(): void }> {
+  const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  const got = new Promise<Buffer>((resolve) => sock.once('message', (msg) => resolve(msg)));
+  await new Promise<void>((r) => sock.bind(0, host, () => r()));
+  return { port: sock.address().port, got, close: () => sock.close() };
+}
+
+test('a datagram to an IP address leaves within the send call: closing the link right after it still delivers it (IPv4 and IPv6)', async () => {
+  for (const host of ['127.0.0.1', '::1']) {
+    const rx = await receiver(host);
+    const link = await bindUdpLink({ host, port: 0 });
+    try {
+      link.send(Buffer.from(`sent before close on ${host}`), { host, port: rx.port });
+      await link.close();
+      const msg = await Promise.race([
+        rx.got,
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`nothing arrived on ${host}`)), 2_000)),
+      ]);
+      assert.equal(msg.toString(), `sent before close on ${host}`);
+    } finally {
+      rx.close();
+    }
+  }
+});
+
+test('a peer given by host name is still looked up: a datagram to localhost arrives', async () => {
+  const rx = await receiver('127.0.0.1');
+  const link = await bindUdpLink({ host: '127.0.0.1', port: 0 });
+  const errors: Error[] = [];
+  link.onError((err) => errors.push(err));
+  try {
+    link.send(Buffer.from('by name'), { host: 'localhost', port: rx.port });
+    const msg = await Promise.race([
+      rx.got,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`nothing arrived: ${errors.map(String).join('; ')}`)), 5_000),
+      ),
+    ]);
+    assert.equal(msg.toString(), 'by name');
+  } finally {
+    await link.close();
+    rx.close();
   }
 });
