@@ -88,7 +88,11 @@ class UdpLink implements DatagramLink {
 export async function bindUdpLink(options: UdpLinkOptions = {}): Promise<DatagramLink> {
   const host = options.host ?? '127.0.0.1';
   const type = isIPv6(host) || host === '::' ? 'udp6' : 'udp4';
-  const socket = dgram.createSocket({ type, reuseAddr: false, lookup: lookupNow as dgram.SocketOptions['lookup'] });
+  const socket = dgram.createSocket({
+    type,
+    reuseAddr: false,
+    lookup: lookupNow as dgram.SocketOptions['lookup'],
+  });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     socket.once('error', onError);

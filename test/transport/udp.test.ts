@@ -82,7 +82,9 @@ test('a datagram to an IP address leaves within the send call: closing the link 
       await link.close();
       const msg = await Promise.race([
         rx.got,
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`nothing arrived on ${host}`)), 2_000)),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`nothing arrived on ${host}`)), 2_000),
+        ),
       ]);
       assert.equal(msg.toString(), `sent before close on ${host}`);
     } finally {
