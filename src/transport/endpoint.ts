@@ -267,10 +267,11 @@ const SWEEP_INTERVAL_MS = 1_000;
 /** A peer we sent requests to keeps its round-trip estimate this long after its last use. */
 const PEER_IDLE_MS = 60_000;
 /**
- * Traffic this sparse leaves at the end of the current task (a microtask) instead of the end
- * of the event loop's turn: a request when at most this many are in flight to its peer, a reply
- * when its request came in a datagram of at most this many messages. Heavier traffic waits for
- * the turn's end, so that everything read in one I/O phase shares datagrams.
+ * Traffic this sparse leaves at the end of the current task (once its microtasks have drained)
+ * instead of the end of the event loop's turn: a request when at most this many are in flight
+ * to its peer, a reply when its request came in a datagram of at most this many messages.
+ * Heavier traffic waits for the turn's end, so that everything read in one I/O phase shares
+ * datagrams.
  */
 const SPARSE = 4;
 /** Outgoing MSG frames are cut from slabs of this size (one ArrayBuffer per many datagrams). */
@@ -835,7 +836,7 @@ export class Endpoint implements Transport {
     if (sparse) {
       if (!this.#flushQueued) {
         this.#flushQueued = true;
-        queueMicrotask(this.#flushNow);
+        queueMicrotask(this.#flushAtTaskEnd);
       }
     } else if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -901,6 +902,15 @@ export class Endpoint implements Transport {
     this.#counters.bytesOut += len;
     this.#link.send(frame.subarray(0, len), peer.addr);
   }
+
+  /**
+   * Queued as a microtask: a tick queued from a microtask runs once the whole microtask queue
+   * has drained, so the frame leaves after every promise continuation of this task, carrying
+   * what they send too (a reply and the request its continuation makes, say), not before them.
+   */
+  readonly #flushAtTaskEnd = (): void => {
+    process.nextTick(this.#flushNow);
+  };
 
   readonly #flushNow = (): void => {
     this.#flushQueued = false;

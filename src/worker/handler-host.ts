@@ -87,15 +87,22 @@ export class HandlerHost {
   #progress = new Map<number, ProgressItem>();
   #flushQueued = false;
   #closed = false;
+  readonly #onTheSameThread: boolean;
 
+  /**
+   * @param onTheSameThread the host runs on the thread it posts to (inline types): outcomes
+   *   are posted from a microtask instead of the event loop's next turn.
+   */
   constructor(
     post: (msg: FromThread) => void,
     handlers: ReadonlyMap<string, Handler>,
     types: readonly string[],
+    onTheSameThread = false,
   ) {
     this.#post = post;
     this.#handlers = handlers;
     this.#types = types;
+    this.#onTheSameThread = onTheSameThread;
   }
 
   onMessage(msg: ToThread): void {
@@ -206,9 +213,16 @@ export class HandlerHost {
   #queueFlush(): void {
     if (this.#flushQueued) return;
     this.#flushQueued = true;
-    // setImmediate rather than a microtask: every outcome of one incoming batch of synchronous
-    // tasks, and of async tasks settled by the same I/O turn, leaves in one message.
-    setImmediate(() => this.#flush());
+    if (this.#onTheSameThread) {
+      // A microtask: every outcome of one incoming batch of synchronous tasks still leaves
+      // together, and the worker's result for a task reaches the transport before the end of
+      // the task, in time to share the datagram of the task's acknowledgement.
+      queueMicrotask(() => this.#flush());
+    } else {
+      // setImmediate rather than a microtask: every outcome of one incoming batch of synchronous
+      // tasks, and of async tasks settled by the same I/O turn, leaves in one message.
+      setImmediate(() => this.#flush());
+    }
   }
 
   /**

@@ -546,8 +546,8 @@ export class HandlerPool {
     const handlers = this.#inlineHandlers;
     if (!handlers)
       throw new TaskGridError(ErrorCode.INTERNAL, 'inline host spawned before its handlers loaded');
-    // Outcomes come back from a setImmediate, never during a call: `slot` is set by then.
-    const host = new HandlerHost((msg) => this.#onMessage(slot, msg), handlers, this.#types);
+    // Outcomes come back from a microtask, never during a call: `slot` is set by then.
+    const host = new HandlerHost((msg) => this.#onMessage(slot, msg), handlers, this.#types, true);
     const slot = new ThreadSlot(
       {
         postMessage: (msg) => host.onMessage(msg),

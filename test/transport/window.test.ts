@@ -193,21 +193,53 @@ test('a lone request leaves at the end of the current task, not at the end of th
   const { net, server, client, close } = pair();
   try {
     server.handle('ping', () => ({ component: 'test', version: '1', uptimeMs: 1, pid: 1 }));
+    const sentBy = (): Promise<number> => new Promise((r) => setImmediate(() => r(net.stats.sent)));
     const before = net.stats.sent;
     const reply = client.request(server.address, 'ping', {});
-    await Promise.resolve();
-    assert.equal(net.stats.sent, before + 1, 'sent before any I/O or immediate ran');
+    assert.equal(await sentBy(), before + 1, 'sent before any I/O or immediate ran');
     await reply;
     // Under load (many in flight) messages wait for the turn's end and share datagrams.
     const many = Array.from({ length: 50 }, () => client.request(server.address, 'ping', {}));
-    await Promise.resolve();
-    const sentEarly = net.stats.sent;
+    const sentEarly = await sentBy();
     await Promise.all(many);
     assert.ok(
       client.counters().datagramsOut - 1 <= 5,
       `50 requests took ${client.counters().datagramsOut - 1} datagrams`,
     );
-    assert.ok(sentEarly >= before + 2, 'the first of them left at once');
+    assert.ok(sentEarly >= before + 2, 'the first of them left before any I/O or immediate ran');
+  } finally {
+    await close();
+  }
+});
+
+test('a reply and the request its promise continuation makes leave in one datagram (a client acknowledging a push, then submitting)', async () => {
+  const { net, server, client, close } = pair();
+  try {
+    const pong = { component: 'test', version: '1', uptimeMs: 1, pid: 1 };
+    server.handle('ping', () => pong);
+    let pushed!: () => void;
+    const push = new Promise<void>((r) => (pushed = r));
+    client.handle('ping', () => {
+      pushed();
+      return pong;
+    });
+    // The continuation runs a few promise steps after the handler, as user code awaiting a result would.
+    const next = (async () => {
+      await push;
+      await Promise.resolve();
+      return client.request(server.address, 'ping', {});
+    })();
+    const before = client.counters().datagramsOut;
+    const messagesBefore = client.counters().messagesOut;
+    const received = net.stats.sent;
+    await server.request(client.address, 'ping', {});
+    await next;
+    assert.equal(client.counters().messagesOut - messagesBefore, 2, 'a reply and a request');
+    assert.equal(
+      client.counters().datagramsOut - before,
+      1,
+      `the reply and the request shared one datagram (${net.stats.sent - received} datagrams in all)`,
+    );
   } finally {
     await close();
   }

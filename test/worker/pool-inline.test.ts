@@ -22,6 +22,16 @@ describe('HandlerPool inline types', () => {
     assert.equal(resultOf(await pool.run(task('echo', 'in a thread'))), 'in a thread');
   });
 
+  test("an inline task's outcome comes back in the task that started it, before any immediate (so a worker's result can share its acknowledgement's datagram)", async (t) => {
+    const pool = await startPool(t, { types: ['echo'], inline: ['echo'] });
+    await pool.run(task('echo', 'warm'));
+    const order: string[] = [];
+    const ran = pool.run(task('echo', 'x')).then((o) => order.push(`outcome ${resultOf(o)}`));
+    const immediate = new Promise<void>((r) => setImmediate(() => r(void order.push('immediate'))));
+    await Promise.all([ran, immediate]);
+    assert.deepEqual(order, ['outcome x', 'immediate']);
+  });
+
   test('its threads load only the types they run, not the inline ones', async (t) => {
     const pool = await startPool(t, { types: ['main-only', 'echo'], inline: ['main-only'] });
     assert.equal(pool.threads, 1);
