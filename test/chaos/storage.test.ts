@@ -535,8 +535,12 @@ test(
         WAIT_S * 1000 + 30_000,
       ).catch(async (err: unknown) => {
         const views = await Promise.all(waitIds.map((id) => client!.result(id)));
+        // What the wait worker and the dispatcher said last: the evidence of why.
+        const g = grid!;
         throw new Error(
-          `the wait worker re-sent no refused result (wait tasks: ${views.map((v) => v.status).join(', ')}): ${String(err)}`,
+          `the wait worker re-sent no refused result (wait tasks: ${views.map((v) => v.status).join(', ')}): ${String(err)}\n` +
+            `--- wait worker stdout (last lines):\n${g.workers[1]!.tail(60)}\n--- wait worker stderr:\n${g.workers[1]!.stderr().slice(-2000)}\n` +
+            `--- dispatcher stdout (last lines):\n${g.dispatcher.tail(60)}\n--- dispatcher stderr:\n${g.dispatcher.stderr().slice(-2000)}`,
         );
       });
       const rest = waitsRunning + WAIT_S * 1000 + 1_000 - Date.now();

@@ -17,6 +17,21 @@ import { ROOT } from '../support/process.ts';
 
 const FIXTURES = join(ROOT, 'test/fixtures/handlers');
 const QUICK = { initialRtoMs: 20, minRtoMs: 5, maxRtoMs: 200 };
+/**
+ * Workers' nameservice leases, against heartbeats every 100 ms. Every component runs in this one
+ * process, so a stall of it (a loaded machine, a GC pause) delays the heartbeats and the lease
+ * sweep alike: with a lease of 600 ms a stall of about a second let leases lapse, which requeued
+ * running tasks (attempts 2 where tests expect 1). Only a test that needs a lease to lapse asks
+ * for a short one.
+ */
+const LEASE_TTL_MS = 5_000;
+
+interface GridOptions {
+  maxQueuedPerType?: number;
+  requestTimeoutMs?: number;
+  /** Workers' nameservice lease; default {@link LEASE_TTL_MS}. */
+  leaseTtlMs?: number;
+}
 
 class MemGrid {
   readonly net: MemoryNetwork;
@@ -29,10 +44,10 @@ class MemGrid {
   readonly dAddr = { host: 'dispatcher', port: 4000 };
   #n = 0;
 
-  constructor(faults: Partial<Faults>, opts: { maxQueuedPerType?: number; requestTimeoutMs?: number } = {}) {
+  constructor(faults: Partial<Faults>, { leaseTtlMs = LEASE_TTL_MS, ...opts }: GridOptions = {}) {
     this.net = new MemoryNetwork(faults);
     const nsT = new Endpoint(this.net.link('ns', 5001), QUICK);
-    this.ns = new Nameservice({ transport: nsT, heartbeatMs: 100, leaseTtlMs: 600, sweepMs: 50 });
+    this.ns = new Nameservice({ transport: nsT, heartbeatMs: 100, leaseTtlMs, sweepMs: 50 });
     const dT = new Endpoint(this.net.link('dispatcher', 4000), QUICK);
     const store = new SqliteTaskStore({ path: ':memory:', retry: { baseMs: 20, maxMs: 100, jitter: 0 } });
     const directory = new Directory({
@@ -160,10 +175,7 @@ class MemGrid {
 }
 
 const grids: MemGrid[] = [];
-async function grid(
-  faults: Partial<Faults> = {},
-  opts: { maxQueuedPerType?: number; requestTimeoutMs?: number } = {},
-) {
+async function grid(faults: Partial<Faults> = {}, opts: GridOptions = {}) {
   const g = new MemGrid(faults, opts);
   grids.push(g);
   await g.ready;
@@ -261,7 +273,8 @@ describe('the dispatcher', () => {
   });
 
   test('puts the tasks of a worker that vanishes back in the queue, and another worker completes them', async () => {
-    const g = await grid();
+    // The vanished worker's lease must lapse for its tasks to go back: a short one.
+    const g = await grid({}, { leaseTtlMs: 600 });
     const a = await g.worker(['slow'], 10);
     const ids = await g.ids(Array.from({ length: 10 }, () => ({ type: 'slow', payload: '300' })));
     await new Promise((r) => setTimeout(r, 100));

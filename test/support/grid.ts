@@ -38,6 +38,10 @@ export class Grid {
   nsPort = 0;
   dispatcher!: Child;
   dispatcherPort = 0;
+  /**
+   * Worker processes: those of `GridOptions.workers` in the order given there (not the order in
+   * which they got ready), then those of later `startWorker` calls.
+   */
   readonly workers: Child[] = [];
   readonly #all = new Set<Child>();
 
@@ -88,7 +92,12 @@ export class Grid {
     try {
       await g.startNameservice();
       await g.startDispatcher();
-      await Promise.all((options.workers ?? []).map((w) => g.startWorker(w.types, w.concurrency, w.inline)));
+      // Started at once, they get ready in any order (on a loaded machine the second one often
+      // first); tests address them by their place in options.workers, so keep that order.
+      const started = await Promise.all(
+        (options.workers ?? []).map((w) => g.startWorker(w.types, w.concurrency, w.inline)),
+      );
+      g.workers.splice(0, g.workers.length, ...started);
     } catch (err) {
       await g.stop();
       throw err;

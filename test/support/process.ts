@@ -15,6 +15,8 @@ export interface Child {
   nextJson<T = Record<string, unknown>>(pred?: (v: T) => boolean, timeoutMs?: number): Promise<T>;
   /** Everything written to stderr so far. */
   stderr(): string;
+  /** The last `n` lines written to stdout (JSON or not), for a failing test to show what the process said. */
+  tail(n?: number): string;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
   stop(graceMs?: number): Promise<void>;
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -25,7 +27,12 @@ export interface Child {
  * @param wrap a command that runs the entry, e.g. `['ip', 'netns', 'exec', 'ns1']`; it must exec
  *   node in its own place (as `ip netns exec` does), so that signals reach node itself.
  */
-export function startTs(entry: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Child {
+export function startTs(
+  entry: string,
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+  wrap: string[] = [],
+): Child {
   const command = [...wrap, process.execPath, '--import', 'tsx', entry, ...args];
   const proc = spawn(command[0]!, command.slice(1), {
     cwd: ROOT,
@@ -39,8 +46,11 @@ export function startTs(entry: string, args: string[] = [], env: NodeJS.ProcessE
     if (err.length > 200_000) err = err.slice(-100_000);
   });
   const lines: unknown[] = [];
+  const recent: string[] = [];
   const waiters: { pred: (v: unknown) => boolean; resolve: (v: unknown) => void }[] = [];
   createInterface({ input: proc.stdout }).on('line', (line) => {
+    recent.push(line);
+    if (recent.length > 400) recent.splice(0, 200);
     let v: unknown;
     try {
       v = JSON.parse(line);
@@ -57,6 +67,7 @@ export function startTs(entry: string, args: string[] = [], env: NodeJS.ProcessE
     pid: proc.pid!,
     exited,
     stderr: () => err,
+    tail: (n = 40) => recent.slice(-n).join('\n'),
     nextJson<T>(pred: (v: T) => boolean = () => true, timeoutMs = 20_000): Promise<T> {
       const i = lines.findIndex((v) => pred(v as T));
       if (i >= 0) return Promise.resolve(lines.splice(i, 1)[0] as T);
@@ -65,7 +76,9 @@ export function startTs(entry: string, args: string[] = [], env: NodeJS.ProcessE
         waiters.push(w);
         const t = setTimeout(() => {
           waiters.splice(waiters.indexOf(w), 1);
-          reject(new Error(`no expected output from ${entry} within ${timeoutMs} ms; stderr: ${err.slice(-2000)}`));
+          reject(
+            new Error(`no expected output from ${entry} within ${timeoutMs} ms; stderr: ${err.slice(-2000)}`),
+          );
         }, timeoutMs);
         void exited.then(() => {
           clearTimeout(t);
