@@ -155,7 +155,9 @@ export class TaskWorker {
     if (this.#draining) return;
     this.#draining = true;
     this.#log.info({ running: this.#running.size }, 'worker draining');
-    await this.#reg.update({ capacity: 0 }).catch(() => {});
+    // Not awaited: a nameservice that is gone would hold the drain for a whole request timeout.
+    // Tasks sent meanwhile are refused (draining), and the registration's stop ends the update.
+    void this.#reg.update({ capacity: 0 }).catch(() => {});
     const until = Date.now() + this.#o.drainTimeoutMs;
     while ((this.#running.size > 0 || this.#unacked > 0) && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 20));
