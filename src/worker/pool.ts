@@ -64,7 +64,17 @@ export const POOL_DEFAULTS = {
   maxRespawnDelayMs: 10_000,
   /** How long close({ drain: true }) waits for running and queued tasks. */
   drainTimeoutMs: 10_000,
+  /**
+   * Resident memory the worker process may use beyond its handler threads' heap limits
+   * (threads x memoryLimitMb), in MiB: the default rssLimitMb is that sum plus this.
+   */
+  rssHeadroomMb: 1_024,
+  /** How often the resident memory is checked while a handler thread runs a task. */
+  rssCheckMs: 250,
 } as const;
+
+/** After stopping a thread for memory, the pool lets this long pass before it checks again. */
+const RSS_SETTLE_MS = 2_000;
 
 /** The largest delay setTimeout honours (a longer one fires after 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -96,6 +106,13 @@ export interface HandlerPoolOptions {
   respawnDelayMs?: number;
   maxRespawnDelayMs?: number;
   drainTimeoutMs?: number;
+  /**
+   * Resident memory of the whole process, in MiB, above which the handler thread running the
+   * longest task is stopped (its tasks fail with TG_ERR_INTERNAL and run again elsewhere). It
+   * bounds what `memoryLimitMb` cannot: memory outside the V8 heap, such as Buffers. Default:
+   * threads x memoryLimitMb + POOL_DEFAULTS.rssHeadroomMb.
+   */
+  rssLimitMb?: number;
   logger?: PoolLogger;
 }
 
@@ -257,7 +274,11 @@ export class HandlerPool {
   readonly #respawnDelayMs: number;
   readonly #maxRespawnDelayMs: number;
   readonly #drainTimeoutMs: number;
+  readonly #rssLimitMb: number;
   readonly #logger: PoolLogger | undefined;
+  /** Checks the resident memory while tasks run in threads (see rssLimitMb). */
+  #rssTimer: NodeJS.Timeout | undefined;
+  #rssQuietUntil = 0;
 
   #state: PoolState = 'new';
   #threadData: ThreadData | undefined;
@@ -312,6 +333,10 @@ export class HandlerPool {
     this.#drainTimeoutMs = nonNegativeInt(
       'drainTimeoutMs',
       options.drainTimeoutMs ?? POOL_DEFAULTS.drainTimeoutMs,
+    );
+    this.#rssLimitMb = positiveInt(
+      'rssLimitMb',
+      options.rssLimitMb ?? this.#threadCount * this.#memoryLimitMb + POOL_DEFAULTS.rssHeadroomMb,
     );
     this.#logger = options.logger;
     if (this.#types.length === 0) throw new ConfigError('a handler pool needs at least one task type');
@@ -389,8 +414,51 @@ export class HandlerPool {
     // close() during start() wins.
     if (this.#state !== 'starting') throw closedWhileStarting();
     this.#state = 'running';
+    if (this.threads > 0) {
+      this.#rssTimer = setInterval(this.#checkRss, POOL_DEFAULTS.rssCheckMs);
+      this.#rssTimer.unref();
+    }
     this.#pump();
   }
+
+  /** The limit on the process's resident memory, in MiB (see HandlerPoolOptions.rssLimitMb). */
+  get rssLimitMb(): number {
+    return this.#rssLimitMb;
+  }
+
+  /**
+   * Above rssLimitMb, stops the handler thread that has run a task the longest: a handler
+   * hoarding memory outside its heap (Buffers) runs until stopped, so it is the likeliest one,
+   * and terminating a thread frees everything it allocated. Its tasks fail (not permanently)
+   * and run again; a new thread replaces it. Inline types run on this thread and are not
+   * stopped. After a stop, the next check waits RSS_SETTLE_MS for the memory to be returned.
+   */
+  readonly #checkRss = (): void => {
+    if (this.#running === 0 || this.#state !== 'running') return;
+    const now = performance.now();
+    if (now < this.#rssQuietUntil) return;
+    const rss = process.memoryUsage.rss();
+    if (rss <= this.#rssLimitMb * 2 ** 20) return;
+    let victim: ThreadSlot | undefined;
+    let oldest = Infinity;
+    for (const slot of this.#threads) {
+      if (slot.inline || slot.state !== 'ready') continue;
+      for (const job of slot.jobs.values()) {
+        if (job.startedAt > 0 && job.startedAt < oldest) {
+          oldest = job.startedAt;
+          victim = slot;
+        }
+      }
+    }
+    if (!victim) return;
+    this.#rssQuietUntil = now + RSS_SETTLE_MS;
+    const reason =
+      `the worker process used ${Math.round(rss / 2 ** 20)} MB, above its limit of ${this.#rssLimitMb} MB ` +
+      '(memory outside the V8 heap, such as Buffers, counts); the handler thread running the longest task was stopped';
+    this.#logger?.warn({ rssMb: Math.round(rss / 2 ** 20), tasks: victim.jobs.size }, reason);
+    this.#retire(victim, (job) => failure(job.task, ErrorCode.INTERNAL, reason, false, elapsed(job)));
+    this.#respawn();
+  };
 
   /**
    * Runs one task and resolves to its outcome; never rejects. Failures carry a stable code:
@@ -486,6 +554,7 @@ export class HandlerPool {
 
   async #close(drain: boolean, drainTimeoutMs: number): Promise<void> {
     this.#state = 'closing';
+    clearInterval(this.#rssTimer);
     for (const timer of this.#respawnTimers) clearTimeout(timer);
     this.#respawnTimers.clear();
     if (drain && this.inFlight > 0 && this.#threads.length > 0) {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.ts';
+import { POOL_DEFAULTS } from '../../src/worker/pool.ts';
 import { failureOf, resultOf, startPool, task } from './helpers.ts';
 
 describe('HandlerPool with handlers that break their thread', () => {
@@ -46,6 +47,39 @@ describe('HandlerPool with handlers that break their thread', () => {
     assert.match(failed.error.message, /^handler thread ran out of memory \(limit 32 MB\)/);
     assert.equal(failed.permanent, false);
     assert.equal(resultOf(await pool.run(task('echo', 'next'))), 'next');
+  });
+
+  test('stops a handler that hoards Buffers (outside its heap limit) at the process memory limit, and keeps serving', async (t) => {
+    const before = process.memoryUsage.rss();
+    const rssLimitMb = Math.round(before / 2 ** 20) + 300;
+    const pool = await startPool(t, { types: ['hoard', 'echo'], threads: 2, rssLimitMb });
+    assert.equal(pool.rssLimitMb, rssLimitMb);
+    const failed = failureOf(await pool.run(task('hoard', '', { timeoutMs: 60_000 })));
+    assert.equal(failed.error.code, ErrorCode.INTERNAL);
+    assert.match(
+      failed.error.message,
+      new RegExp(
+        `^the worker process used \\d+ MB, above its limit of ${rssLimitMb} MB \\(memory outside the V8 heap, such as Buffers, counts\\)`,
+      ),
+    );
+    assert.equal(failed.permanent, false, 'it runs again elsewhere');
+    assert.equal(resultOf(await pool.run(task('echo', 'next'))), 'next');
+    assert.equal(pool.threads, 2, 'the stopped thread was replaced');
+    // Terminating the thread gave its Buffers back.
+    for (
+      const until = Date.now() + 10_000;
+      process.memoryUsage.rss() > rssLimitMb * 2 ** 20 && Date.now() < until;
+    )
+      await new Promise((r) => setTimeout(r, 100));
+    assert.ok(
+      process.memoryUsage.rss() <= rssLimitMb * 2 ** 20,
+      `RSS ${Math.round(process.memoryUsage.rss() / 2 ** 20)} MB back under ${rssLimitMb} MB`,
+    );
+  });
+
+  test("the default process memory limit is the threads' heap limits plus the headroom", async (t) => {
+    const pool = await startPool(t, { types: ['echo'], threads: 3, memoryLimitMb: 64 });
+    assert.equal(pool.rssLimitMb, 3 * 64 + POOL_DEFAULTS.rssHeadroomMb);
   });
 
   test('cancels a handler that ignores its signal by terminating its thread after the grace period', async (t) => {
