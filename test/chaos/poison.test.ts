@@ -182,3 +182,37 @@ test(
     }
   },
 );
+
+test(
+  'a handler hoarding Buffers (outside its heap limit) is stopped at the worker process memory limit; the worker stays up and serves the next task',
+  { timeout: 180_000 },
+  async () => {
+    const grid = await Grid.start({
+      typesDir: join(ROOT, 'test/fixtures/handlers'),
+      workersJson: [
+        { name: 'hoard', active: true, description: 'hoards Buffers', timeoutMs: 120_000, maxAttempts: 2 },
+        { name: 'echo', active: true, description: 'returns its payload' },
+      ],
+      // One handler thread of 16 MiB: the process limit is 16 + 1,024 MiB.
+      env: { TASKGRID_HANDLER_MEMORY_MB: '16' },
+    });
+    const client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+    try {
+      const worker = await grid.startWorker(['hoard', 'echo'], 1);
+      const limitMb = 16 + POOL_DEFAULTS.rssHeadroomMb;
+      const id = await client.submit({ type: 'hoard', payload: '' });
+      const view = await client.wait(id, { timeoutMs: 150_000 });
+      assert.equal(view.status, 'failed');
+      assert.equal(view.attempts, 2, 'it ran again, then failed');
+      assert.equal(view.error?.code, ErrorCode.INTERNAL);
+      assert.match(view.error?.message ?? '', new RegExp(`above its limit of ${limitMb} MB`));
+      assert.equal(worker.proc.exitCode, null, 'the worker process is still up');
+      assert.equal(await client.run('echo', 'after the hoard', { timeoutMs: 30_000 }), 'after the hoard');
+      const rss = await rssMb(worker.pid);
+      assert.ok(rss < limitMb, `worker RSS ${rss.toFixed(0)} MiB, under ${limitMb} MiB again`);
+    } finally {
+      await client.close();
+      await grid.stop();
+    }
+  },
+);
