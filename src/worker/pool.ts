@@ -32,7 +32,7 @@
  *   dropped) but cannot be stopped. For trusted, short handlers only. A pool whose types are
  *   all inline starts no thread.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ConfigError, ErrorCode, TaskGridError } from '../errors.ts';
@@ -76,6 +76,27 @@ export const POOL_DEFAULTS = {
 /** After stopping a thread for memory, the pool lets this long pass before it checks again. */
 const RSS_SETTLE_MS = 2_000;
 
+/** The memory this process may have, in MiB: its cgroup's limit in a container that sets one, else the machine's. */
+export function availableMemoryMb(): number {
+  const total = totalmem();
+  // Node 20 answers 2^64 (cgroup v2 "max") or undefined when nothing constrains the process.
+  const constrained = process.constrainedMemory?.() ?? 0;
+  return Math.floor((constrained > 0 && constrained < total ? constrained : total) / 2 ** 20);
+}
+
+/**
+ * The default limit on a worker process's resident memory, in MiB: its threads' heap limits
+ * plus POOL_DEFAULTS.rssHeadroomMb, but no more than 90% of the memory it may have (a container's
+ * limit, say), so that the pool acts before the operating system kills the whole process; and
+ * never below 256 MiB, under which no worker runs anyway.
+ */
+export function defaultRssLimitMb(threads: number, memoryLimitMb: number, availableMb: number): number {
+  return Math.max(
+    256,
+    Math.min(threads * memoryLimitMb + POOL_DEFAULTS.rssHeadroomMb, Math.floor(availableMb * 0.9)),
+  );
+}
+
 /** The largest delay setTimeout honours (a longer one fires after 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -110,7 +131,8 @@ export interface HandlerPoolOptions {
    * Resident memory of the whole process, in MiB, above which the handler thread running the
    * longest task is stopped (its tasks fail with TG_ERR_INTERNAL and run again elsewhere). It
    * bounds what `memoryLimitMb` cannot: memory outside the V8 heap, such as Buffers. Default:
-   * threads x memoryLimitMb + POOL_DEFAULTS.rssHeadroomMb.
+   * threads x memoryLimitMb + POOL_DEFAULTS.rssHeadroomMb, at most 90% of the memory the
+   * process may have ({@link defaultRssLimitMb}).
    */
   rssLimitMb?: number;
   logger?: PoolLogger;
@@ -336,7 +358,7 @@ export class HandlerPool {
     );
     this.#rssLimitMb = positiveInt(
       'rssLimitMb',
-      options.rssLimitMb ?? this.#threadCount * this.#memoryLimitMb + POOL_DEFAULTS.rssHeadroomMb,
+      options.rssLimitMb ?? defaultRssLimitMb(this.#threadCount, this.#memoryLimitMb, availableMemoryMb()),
     );
     this.#logger = options.logger;
     if (this.#types.length === 0) throw new ConfigError('a handler pool needs at least one task type');

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { TaskGridClient } from '../../src/client/index.ts';
 import { ErrorCode } from '../../src/errors.ts';
-import { POOL_DEFAULTS } from '../../src/worker/pool.ts';
+import { POOL_DEFAULTS, availableMemoryMb, defaultRssLimitMb } from '../../src/worker/pool.ts';
 import { report, scale } from '../support/chaos.ts';
 import { Grid } from '../support/grid.ts';
 import { ROOT, rssMb } from '../support/process.ts';
@@ -193,13 +193,13 @@ test(
         { name: 'hoard', active: true, description: 'hoards Buffers', timeoutMs: 120_000, maxAttempts: 2 },
         { name: 'echo', active: true, description: 'returns its payload' },
       ],
-      // One handler thread of 16 MiB: the process limit is 16 + 1,024 MiB.
+      // One handler thread of 16 MiB: the process limit is 16 + 1,024 MiB (less in a small container).
       env: { TASKGRID_HANDLER_MEMORY_MB: '16' },
     });
     const client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
     try {
       const worker = await grid.startWorker(['hoard', 'echo'], 1);
-      const limitMb = 16 + POOL_DEFAULTS.rssHeadroomMb;
+      const limitMb = defaultRssLimitMb(1, 16, availableMemoryMb());
       const id = await client.submit({ type: 'hoard', payload: '' });
       const view = await client.wait(id, { timeoutMs: 150_000 });
       assert.equal(view.status, 'failed');

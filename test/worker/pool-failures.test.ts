@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.ts';
-import { POOL_DEFAULTS } from '../../src/worker/pool.ts';
+import { totalmem } from 'node:os';
+import { POOL_DEFAULTS, availableMemoryMb, defaultRssLimitMb } from '../../src/worker/pool.ts';
 import { failureOf, resultOf, startPool, task } from './helpers.ts';
 
 describe('HandlerPool with handlers that break their thread', () => {
@@ -77,9 +78,17 @@ describe('HandlerPool with handlers that break their thread', () => {
     );
   });
 
-  test("the default process memory limit is the threads' heap limits plus the headroom", async (t) => {
+  test("the default process memory limit is the threads' heap limits plus the headroom, within the memory the process may have", async (t) => {
     const pool = await startPool(t, { types: ['echo'], threads: 3, memoryLimitMb: 64 });
-    assert.equal(pool.rssLimitMb, 3 * 64 + POOL_DEFAULTS.rssHeadroomMb);
+    assert.equal(pool.rssLimitMb, defaultRssLimitMb(3, 64, availableMemoryMb()));
+    // On a machine (or in a container) with plenty of memory: the heap limits plus 1 GiB.
+    assert.equal(defaultRssLimitMb(3, 64, 16_384), 3 * 64 + POOL_DEFAULTS.rssHeadroomMb);
+    // In a container limited to 1 GiB: 90% of it, so that the pool acts before the kernel does.
+    assert.equal(defaultRssLimitMb(2, 512, 1_024), 921);
+    // Never below 256 MiB.
+    assert.equal(defaultRssLimitMb(1, 16, 200), 256);
+    // What this machine offers is no more than its memory.
+    assert.ok(availableMemoryMb() > 0 && availableMemoryMb() <= totalmem() / 2 ** 20);
   });
 
   test('cancels a handler that ignores its signal by terminating its thread after the grace period', async (t) => {
