@@ -320,7 +320,7 @@ export class Dispatcher {
     t.handle('tasks', async (body) => {
       const page = await this.#store.list({
         limit: body.limit ?? 50,
-        payload: true,
+        payload: body.payload ?? true,
         ...(body.status ? { status: body.status } : {}),
         ...(body.type ? { type: body.type } : {}),
         ...(body.cursor ? { cursor: body.cursor } : {}),

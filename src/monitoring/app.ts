@@ -412,13 +412,13 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
   app.get('/api/tasks', async (c) => {
     const q = parseQuery(c, TasksQuery);
     try {
-      const { page } = await fittingTasksPage(grid, {
+      const { page, payloadOmitted } = await fittingTasksPage(grid, {
         limit: q.limit ?? t.tasksDefaultLimit,
         ...(q.status !== undefined && { status: q.status }),
         ...(q.type !== undefined && { type: q.type }),
         ...(q.cursor !== undefined && { cursor: q.cursor }),
       });
-      return c.json(page);
+      return c.json(payloadOmitted ? { ...page, payloadOmitted } : page);
     } catch (error) {
       if (!isTooLarge(error)) throw error;
       throw new HttpError(

@@ -231,20 +231,27 @@ export function isTooLarge(err: unknown): boolean {
  * A page of tasks that fits one message. Pages carry payloads, so a page of large tasks can
  * exceed the maximum message size (the dispatcher then answers TG_ERR_TOO_LARGE): the page is
  * asked again for half as many tasks, down to one. The page may hold fewer tasks than asked;
- * its `nextCursor` continues right after them. Resolves with the limit that worked.
+ * its `nextCursor` continues right after them. A single task whose payload and result together
+ * exceed a message comes without its payload (a result always fits one: the worker sent it in
+ * one), named in `payloadOmitted`, as `GET /api/tasks/{id}` does. Resolves with the limit that
+ * worked.
  *
- * @throws TaskGridError TG_ERR_TOO_LARGE when even one task does not fit.
+ * @throws TaskGridError TG_ERR_TOO_LARGE when even one task without its payload does not fit.
  */
 export async function fittingTasksPage(
   grid: GridSource,
   query: TasksQuery & { limit: number },
-): Promise<{ page: TasksPage; limit: number }> {
+): Promise<{ page: TasksPage; limit: number; payloadOmitted?: number[] }> {
   let limit = query.limit;
   for (;;) {
     try {
       return { page: await grid.tasks({ ...query, limit }), limit };
     } catch (err) {
-      if (!isTooLarge(err) || limit <= 1) throw err;
+      if (!isTooLarge(err)) throw err;
+      if (limit <= 1) {
+        const page = await grid.tasks({ ...query, limit: 1, payload: false });
+        return { page, limit: 1, payloadOmitted: page.tasks.map((t) => t.id) };
+      }
       limit = Math.max(1, Math.floor(limit / 2));
     }
   }

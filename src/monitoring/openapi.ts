@@ -198,7 +198,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
           responses: {
             '200': json(
               'TasksResponse',
-              'Tasks, newest first; `nextCursor` when more match. A page of large tasks may hold fewer than `limit`.',
+              'Tasks, newest first; `nextCursor` when more match. A page of large tasks may hold fewer than `limit`; a task whose payload and result together exceed one protocol message comes alone, without its payload, its id in `payloadOmitted`.',
             ),
           },
         },

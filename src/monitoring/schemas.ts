@@ -8,6 +8,7 @@ import { z } from 'zod';
 import {
   Address,
   Instance,
+  TaskId,
   TaskSpec,
   TaskStatus,
   TaskTypeName,
@@ -60,8 +61,12 @@ export const StatsHistory = z.strictObject({
   samples: z.array(StatsSample),
 });
 
-/** `GET /api/tasks`: a page of tasks, newest first, with the cursor of the next page. */
-export const TasksResponse = requests.tasks.res;
+/**
+ * `GET /api/tasks`: a page of tasks, newest first, with the cursor of the next page. A task
+ * whose payload and result together exceed the grid's maximum message size comes alone on its
+ * page, without its payload, and its id is in `payloadOmitted` (`GET /api/tasks/{id}` says the same).
+ */
+export const TasksResponse = requests.tasks.res.extend({ payloadOmitted: z.array(TaskId).optional() });
 
 /** Query of `GET /api/tasks`, as strings from the URL. */
 export const TasksQuery = z.strictObject({

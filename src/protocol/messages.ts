@@ -212,6 +212,8 @@ export const requests = {
       type: TaskTypeName.optional(),
       limit: z.number().int().min(1).max(1000).optional(),
       cursor: z.string().max(64).optional(),
+      /** Include payloads in the views (default true). */
+      payload: z.boolean().optional(),
     }),
     res: z.strictObject({ tasks: z.array(TaskView), nextCursor: z.string().optional() }),
   },

@@ -147,7 +147,18 @@ describe('reading the grid', () => {
       cursor = page.nextCursor;
     }
     assert.deepEqual(seen, [9, 8, 7, 6, 5, 4, 3, 2, 1]);
-    grid.maxReplyBytes = 500; // not even one task
+    grid.maxReplyBytes = 500; // not even one task with its payload: the newest comes without it
+    const alone = await app.request('/api/tasks');
+    assert.equal(alone.status, 200);
+    const page = await body<TasksResponse>(alone);
+    assert.deepEqual(
+      page.tasks.map((t) => t.id),
+      [9],
+    );
+    assert.equal(page.tasks[0]!.payload, undefined);
+    assert.deepEqual(page.payloadOmitted, [9]);
+    assert.equal(page.nextCursor, '9');
+    grid.maxReplyBytes = 100; // not even without it
     const tooBig = await app.request('/api/tasks');
     assert.equal(tooBig.status, 502);
     assert.equal((await errorOf(tooBig)).code, ErrorCode.TOO_LARGE);

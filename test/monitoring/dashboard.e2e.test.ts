@@ -162,6 +162,14 @@ describe('the dashboard of a live grid, in headless Chromium', () => {
     await page.waitForSelector(row(id, 'cancelled'), { timeout: GRID_WAIT_MS });
     await page.waitForSelector('#detail-status.status-cancelled', { timeout: GRID_WAIT_MS });
     await page.waitForSelector('#detail-retry:not([disabled])');
+    // Retried, it runs again: its row must not keep the cancellation's error or end.
+    await page.click('#detail-retry');
+    await page.waitForSelector(row(id, 'running'), { timeout: GRID_WAIT_MS });
+    const text = await page.locator(row(id)).innerText();
+    assert.doesNotMatch(text, /TG_ERR_CANCELLED|(^|\s)-\d/, `the retried task's row: ${text}`);
+    await page.waitForSelector('#detail-cancel:not([disabled])');
+    await page.click('#detail-cancel');
+    await page.waitForSelector(row(id, 'cancelled'), { timeout: GRID_WAIT_MS });
     await page.click('#detail-close');
   });
 
@@ -192,6 +200,37 @@ describe('the dashboard of a live grid, in headless Chromium', () => {
     await page.waitForSelector('#detail-attempts td .pill');
     await page.screenshot({ path: join(ARTIFACTS, 'monitoring-task-detail.png') });
     await page.click('#detail-close');
+  });
+
+  test('lists a task whose payload and result together exceed one message, without its payload', async () => {
+    // 600,000 characters each way: either fits one message (1 MiB), both do not.
+    const id = await submit('reverse', 'ab'.repeat(300_000));
+    await page.waitForSelector(row(id, 'succeeded'), { timeout: GRID_WAIT_MS });
+    const res = await fetch(`${base}/api/tasks?limit=5`);
+    assert.equal(res.status, 200, await res.clone().text());
+    const page1 = (await res.json()) as {
+      tasks: { id: number; payload?: string; result?: string }[];
+      payloadOmitted?: number[];
+      nextCursor?: string;
+    };
+    assert.deepEqual(
+      page1.tasks.map((t) => t.id),
+      [id],
+    );
+    assert.deepEqual(page1.payloadOmitted, [id]);
+    assert.equal(page1.tasks[0]!.payload, undefined);
+    assert.equal(page1.tasks[0]!.result, 'ba'.repeat(300_000));
+    // The next page goes on after it, payloads included.
+    assert.ok(page1.nextCursor);
+    const next = (await (await fetch(`${base}/api/tasks?limit=5&cursor=${page1.nextCursor}`)).json()) as {
+      tasks: { id: number; payload?: string }[];
+      payloadOmitted?: number[];
+    };
+    assert.ok(next.tasks.length > 0 && next.tasks.every((t) => t.id < id && t.payload !== undefined));
+    assert.equal(next.payloadOmitted, undefined);
+    // The dashboard's table still lists tasks, the large one among them.
+    await page.reload();
+    await page.waitForSelector(row(id, 'succeeded'), { timeout: GRID_WAIT_MS });
   });
 
   test('asks for the token when the API needs one, and goes live once it is given', async () => {

@@ -204,7 +204,11 @@ export class FakeGrid implements GridSource {
     const page = matching.slice(0, limit);
     const last = page.at(-1);
     return this.#reply({
-      tasks: page.map((t) => ({ ...t })),
+      tasks: page.map((t) => {
+        if (query.payload !== false) return { ...t };
+        const { payload: _payload, ...rest } = t;
+        return rest;
+      }),
       ...(matching.length > limit && last ? { nextCursor: String(last.id) } : {}),
     });
   }

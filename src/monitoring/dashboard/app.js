@@ -574,8 +574,18 @@ function upsertTasks(tasks) {
   for (const task of tasks) {
     const known = state.tasks.get(task.id);
     if (known) {
-      // Events carry previews: full texts a page fetch brought stay, and preview() prefers them.
-      const merged = { ...known, ...task };
+      // The new view replaces the old one whole: a retried task has no error or end any more.
+      // Events carry previews, so the full texts a page fetch brought stay when they still
+      // hold: the payload never changes, the result only with the same end.
+      const merged = { ...task };
+      if (merged.payload === undefined && known.payload !== undefined) merged.payload = known.payload;
+      if (
+        merged.result === undefined &&
+        known.result !== undefined &&
+        merged.status === known.status &&
+        merged.finishedAt === known.finishedAt
+      )
+        merged.result = known.result;
       state.tasks.set(task.id, merged);
       const row = body.querySelector(`tr[data-task-id="${task.id}"]`);
       if (row) row.replaceWith(taskRow(merged));
