@@ -72,31 +72,37 @@ export const BOUNDS = {
 } as const;
 
 /**
- * Where each setting comes from: its environment variable, and the name of the flag that
- * messages give when the value came from a flag. The component commands declare some of these
- * flags (`--port` stands for a component's own port setting; `taskgrid <command> --help` lists
- * them); the others are set through their variables only.
+ * Where each setting comes from: its environment variable, and the flag of the commands that
+ * take it, which messages name when the value came from that flag (`taskgrid <command> --help`
+ * lists them; each component's own port is its `--port`). A setting without a flag is set
+ * through its variable only (the secret never by a flag: it would show in `ps`).
  */
 export const CONFIG_SOURCES = {
   nameservice: { env: 'TASKGRID_NAMESERVICE', flag: '--nameservice' },
-  nameservicePort: { env: 'TASKGRID_NAMESERVICE_PORT', flag: '--nameservice-port' },
+  nameservicePort: { env: 'TASKGRID_NAMESERVICE_PORT', flag: '--port' },
   dispatcher: { env: 'TASKGRID_DISPATCHER', flag: '--dispatcher' },
-  dispatcherPort: { env: 'TASKGRID_DISPATCHER_PORT', flag: '--dispatcher-port' },
-  workerPort: { env: 'TASKGRID_WORKER_PORT', flag: '--worker-port' },
-  monitoringPort: { env: 'TASKGRID_MONITORING_PORT', flag: '--monitoring-port' },
+  dispatcherPort: { env: 'TASKGRID_DISPATCHER_PORT', flag: '--port' },
+  workerPort: { env: 'TASKGRID_WORKER_PORT', flag: '--port' },
+  monitoringPort: { env: 'TASKGRID_MONITORING_PORT', flag: '--port' },
   home: { env: 'TASKGRID_HOME', flag: '--home' },
-  secret: { env: 'TASKGRID_SECRET', flag: '--secret' },
+  secret: { env: 'TASKGRID_SECRET' },
   advertise: { env: 'TASKGRID_ADVERTISE', flag: '--advertise' },
   bind: { env: 'TASKGRID_BIND', flag: '--bind' },
   logLevel: { env: 'TASKGRID_LOG_LEVEL', flag: '--log-level' },
-  datagramBudget: { env: 'TASKGRID_DATAGRAM_BUDGET', flag: '--datagram-budget' },
-  maxMessageBytes: { env: 'TASKGRID_MAX_MESSAGE', flag: '--max-message' },
-  allowLegacy: { env: 'TASKGRID_ALLOW_LEGACY', flag: '--allow-legacy' },
+  datagramBudget: { env: 'TASKGRID_DATAGRAM_BUDGET' },
+  maxMessageBytes: { env: 'TASKGRID_MAX_MESSAGE' },
+  allowLegacy: { env: 'TASKGRID_ALLOW_LEGACY' },
   workerConcurrency: { env: 'TASKGRID_WORKER_CONCURRENCY', flag: '--concurrency' },
-  taskTimeoutMs: { env: 'TASKGRID_TASK_TIMEOUT_MS', flag: '--timeout-ms' },
-  maxAttempts: { env: 'TASKGRID_MAX_ATTEMPTS', flag: '--max-attempts' },
-  handlerMemoryMb: { env: 'TASKGRID_HANDLER_MEMORY_MB', flag: '--handler-memory-mb' },
-} as const;
+  taskTimeoutMs: { env: 'TASKGRID_TASK_TIMEOUT_MS' },
+  maxAttempts: { env: 'TASKGRID_MAX_ATTEMPTS' },
+  handlerMemoryMb: { env: 'TASKGRID_HANDLER_MEMORY_MB' },
+} as const satisfies Record<string, ConfigSource>;
+
+/** A setting's environment variable, and the flag of the commands that take it, if any. */
+export interface ConfigSource {
+  readonly env: string;
+  readonly flag?: string;
+}
 
 export type ConfigKey = keyof typeof CONFIG_SOURCES;
 
@@ -508,7 +514,8 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
     const flag: FlagValue | undefined = flags[key];
     if (flag !== undefined) {
       const value = typeof flag === 'object' ? flag.join(',') : flag;
-      return { label: `${CONFIG_SOURCES[key].flag}=${quote(value)}`, value };
+      const source: ConfigSource = CONFIG_SOURCES[key];
+      return { label: `${source.flag ?? source.env}=${quote(value)}`, value };
     }
     const name = CONFIG_SOURCES[key].env;
     const value = env[name];
@@ -594,7 +601,8 @@ export function loadConfig(env: EnvSource, flags: ConfigFlags, options: LoadConf
     const flag = flags.secret;
     const fromFlag = flag !== undefined;
     const value = fromFlag ? flag : env[CONFIG_SOURCES.secret.env];
-    const label = fromFlag ? CONFIG_SOURCES.secret.flag : CONFIG_SOURCES.secret.env;
+    // No command takes the secret as a flag (it would show in `ps`); a program may pass one.
+    const label = fromFlag ? 'the secret passed to loadConfig' : CONFIG_SOURCES.secret.env;
     if (value === undefined || value === '') return undefined;
     if (value.trim() !== value) {
       // Two hosts whose secrets differ only by a stray newline fail every signature; say so here.

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { buildProgram } from '../../src/cli/main.ts';
 import { ConfigError, ErrorCode } from '../../src/errors.ts';
 import {
   advertiseAddress,
@@ -16,6 +18,7 @@ import {
   statePaths,
   type Config,
   type ConfigFlags,
+  type ConfigSource,
   type EnvSource,
 } from '../../src/config/env.ts';
 
@@ -163,11 +166,20 @@ test('the port error reads as the variable, the value and what is expected', () 
   assert.match(error.message, /^TASKGRID_DISPATCHER_PORT="abc" is not a port \(expected an integer 0-65535/);
 });
 
-test('every setting has a TASKGRID_ variable and a flag', () => {
-  for (const [key, { env, flag }] of Object.entries(CONFIG_SOURCES)) {
+test('every setting has a TASKGRID_ variable, and the flag it names is an option of a command', () => {
+  const options = new Set<string>();
+  const visit = (cmd: Command) => {
+    for (const o of cmd.options) if (o.long) options.add(o.long);
+    cmd.commands.forEach(visit);
+  };
+  visit(buildProgram());
+  assert.ok(options.has('--port') && options.has('--concurrency'), [...options].join(' '));
+  for (const [key, source] of Object.entries(CONFIG_SOURCES)) {
+    const { env, flag } = source as ConfigSource;
     assert.match(env, /^TASKGRID_[A-Z_]+$/, key);
-    assert.match(flag, /^--[a-z-]+$/, key);
+    if (flag !== undefined) assert.ok(options.has(flag), `${key}: no command has ${flag}`);
   }
+  assert.equal((CONFIG_SOURCES.secret as ConfigSource).flag, undefined, 'the secret is never a flag');
 });
 
 test('flags override environment variables', () => {
@@ -189,7 +201,7 @@ test('a flag left undefined falls back to the environment', () => {
 
 test('a bad flag is named by its flag, not by the variable', () => {
   const error = configError(() => load({ TASKGRID_DISPATCHER_PORT: '4100' }, { dispatcherPort: 'x' }));
-  assert.match(error.message, /^--dispatcher-port="x" is not a port/);
+  assert.match(error.message, /^--port="x" is not a port/);
 });
 
 test('an empty home flag is refused rather than making the project root the state directory', () => {
@@ -248,7 +260,7 @@ test('a cluster secret is never quoted back in an error', () => {
   assert.match(short.message, /^TASKGRID_SECRET is 7 characters long \(expected at least 16/);
   assert.ok(!short.message.includes('hunter2'));
   const padded = configError(() => load({}, { secret: 'a-long-enough-secret-value\n' }));
-  assert.match(padded.message, /^--secret has leading or trailing whitespace/);
+  assert.match(padded.message, /^the secret passed to loadConfig has leading or trailing whitespace/);
   assert.ok(!padded.message.includes('a-long-enough'));
 });
 
