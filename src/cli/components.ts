@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { Dispatcher } from '../dispatcher/dispatcher.ts';
 import { SqliteTaskStore } from '../dispatcher/store/sqlite.ts';
 import { ConfigError } from '../errors.ts';
-import { createLogger, type Logger } from '../log.ts';
+import { authFailureLog, createLogger, type Logger } from '../log.ts';
 import { LegacyDispatcher, LegacyNameservice, legacyPolicy } from '../legacy/index.ts';
 import { Directory } from '../nameservice/directory.ts';
 import { Nameservice } from '../nameservice/nameservice.ts';
@@ -88,6 +88,7 @@ async function bind(ctx: ComponentContext, port: number): Promise<Endpoint> {
     datagramBudget: c.datagramBudget,
     maxMessageBytes: c.maxMessageBytes,
     onHandlerError: (err, info) => ctx.logger.error({ err, kind: info.kind }, 'handler failed'),
+    onAuthFailure: authFailureLog(ctx.logger),
   });
 }
 

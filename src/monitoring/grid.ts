@@ -13,7 +13,7 @@ import {
 } from '../client/index.ts';
 import type { ClientTuning } from '../client/options.ts';
 import { ErrorCode, TaskGridError } from '../errors.ts';
-import { silentLogger, type Logger } from '../log.ts';
+import { authFailureLog, silentLogger, type Logger } from '../log.ts';
 import { Directory, type DirectoryChange, type DirectoryOptions } from '../nameservice/directory.ts';
 import type { Instance, TaskSpec, TaskView } from '../protocol/messages.ts';
 import { createUdpTransport, type Endpoint } from '../transport/index.ts';
@@ -103,6 +103,7 @@ export class ProtocolGrid implements GridSource {
       secret: options.secret,
       ...(options.datagramBudget !== undefined && { datagramBudget: options.datagramBudget }),
       ...(options.maxMessageBytes !== undefined && { maxMessageBytes: options.maxMessageBytes }),
+      ...(options.logger && { onAuthFailure: authFailureLog(options.logger) }),
     });
     const client = await TaskGridClient.connect({
       transport,

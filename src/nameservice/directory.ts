@@ -613,7 +613,8 @@ export async function lookupOnce(
   if (answered) return [];
   throw new TaskGridError(
     ErrorCode.UNREACHABLE,
-    `no nameservice answered a lookup within ${timeoutMs} ms (${failures.join(', ') || 'none asked'})`,
+    `no nameservice answered a lookup within ${timeoutMs} ms (${failures.join(', ') || 'none asked'}); ` +
+      'is one running there, with the same TASKGRID_SECRET as here (a datagram signed otherwise is dropped unanswered)?',
     { cause: lastError },
   );
 }

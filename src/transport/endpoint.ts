@@ -127,7 +127,17 @@ export interface EndpointOptions {
   replayCacheEntries?: number;
   /** Called when a handler throws something that is not a TaskGridError (a bug). */
   onHandlerError?: (err: unknown, ctx: { peer: PeerAddress; kind: string; id: number }) => void;
+  /**
+   * Called for each datagram dropped because it failed authentication (counted in
+   * `authFailures`): `unsigned` (this endpoint has a secret, the datagram no signature),
+   * `bad-signature` (signed with another secret, or altered), `signed` (signed, and this
+   * endpoint has no secret). Nothing is answered: components log it (TG_ERR_AUTH).
+   */
+  onAuthFailure?: (peer: PeerAddress, reason: AuthFailure) => void;
 }
+
+/** Why a datagram failed authentication; see {@link EndpointOptions.onAuthFailure}. */
+export type AuthFailure = 'unsigned' | 'bad-signature' | 'signed';
 
 /** Where a request is in its life. */
 const QUEUED = 0;
@@ -304,10 +314,17 @@ export class Endpoint implements Transport {
   readonly #o: Required<
     Omit<
       EndpointOptions,
-      'secret' | 'clock' | 'random' | 'onHandlerError' | 'allowUnsignedRaw' | 'datagramBudget'
+      | 'secret'
+      | 'clock'
+      | 'random'
+      | 'onHandlerError'
+      | 'onAuthFailure'
+      | 'allowUnsignedRaw'
+      | 'datagramBudget'
     >
   > & { datagramBudget: number };
   readonly #onHandlerError: EndpointOptions['onHandlerError'];
+  readonly #onAuthFailure: EndpointOptions['onAuthFailure'];
   readonly #counters = newCounters();
   readonly #handlers = new Map<string, RequestHandler<RequestKind>>();
   readonly #notifyHandlers = new Map<string, NotificationHandler<NotificationKind>>();
@@ -388,6 +405,7 @@ export class Endpoint implements Transport {
     }
     this.#allowUnsignedRaw = options.allowUnsignedRaw ?? false;
     this.#onHandlerError = options.onHandlerError;
+    this.#onAuthFailure = options.onAuthFailure;
     const trailer = this.#signer ? TRAILER_BYTES : 0;
     this.#msgFrameBudget = budget - trailer;
     this.#maxInline = Math.min(
@@ -1079,6 +1097,15 @@ export class Endpoint implements Transport {
 
   // ---- receiving -------------------------------------------------------------------------
 
+  #authFailed(from: PeerAddress, reason: AuthFailure): void {
+    this.#counters.authFailures++;
+    try {
+      this.#onAuthFailure?.(from, reason);
+    } catch {
+      // a logging hook must not stop the receive path
+    }
+  }
+
   #onDatagram(data: Buffer, from: PeerAddress): void {
     if (this.#closed) return;
     this.#counters.datagramsIn++;
@@ -1093,7 +1120,7 @@ export class Endpoint implements Transport {
           this.#onHandlerError?.(err, { peer: from, kind: 'raw', id: 0 });
         }
       } else if (this.#signer) {
-        this.#counters.authFailures++;
+        this.#authFailed(from, 'unsigned');
       } else {
         this.#counters.malformed++;
       }
@@ -1105,7 +1132,7 @@ export class Endpoint implements Transport {
       const v = this.#signer.verify(data, now);
       if (!v.ok) {
         if (v.reason === 'stale') this.#counters.replays++;
-        else this.#counters.authFailures++;
+        else this.#authFailed(from, v.reason === 'unsigned' ? 'unsigned' : 'bad-signature');
         return;
       }
       if (!this.#replay!.check(v.mac, v.ts, now)) {
@@ -1115,7 +1142,7 @@ export class Endpoint implements Transport {
       frameBytes = v.frame;
     } else if (((data[4] ?? 0) & 1) !== 0) {
       // Signed by a peer with a secret this endpoint does not have: a misconfigured grid.
-      this.#counters.authFailures++;
+      this.#authFailed(from, 'signed');
       return;
     }
     if (frameBytes[3] === FrameType.MSG) {

@@ -298,3 +298,30 @@ test(
     }
   },
 );
+
+test(
+  'a client without the grid secret, or with another, is told to check TASKGRID_SECRET, and the nameservice logs TG_ERR_AUTH',
+  { timeout: 120_000 },
+  async () => {
+    const grid = await Grid.start({ env: { TASKGRID_SECRET: 'the-secret-of-this-grid-0123456789' } });
+    try {
+      for (const [secret, reason] of [
+        [undefined, 'unsigned'],
+        ['another-secret-altogether-0123456789', 'bad-signature'],
+      ] as const) {
+        const r = await grid.cli(['--timeout', '2000', 'run', 'reverse', 'x'], 60_000, {
+          TASKGRID_SECRET: secret,
+        });
+        assert.equal(r.code, 3, r.stderr);
+        assert.match(r.stderr, /TG_ERR_UNREACHABLE: no nameservice answered .*same TASKGRID_SECRET/);
+        const line = await grid.nameservice.nextJson<{ code?: string; reason?: string; msg: string }>(
+          (v) => v.code === 'TG_ERR_AUTH' && v.reason === reason,
+          10_000,
+        );
+        assert.match(line.msg, /failed authentication/);
+      }
+    } finally {
+      await grid.stop();
+    }
+  },
+);

@@ -105,12 +105,15 @@ export class Grid {
     return g;
   }
 
-  /** Runs the CLI with this grid's environment and collects its output. */
-  cli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+  /**
+   * Runs the CLI with this grid's environment (and `env` over it; a value of `undefined`
+   * removes a variable) and collects its output.
+   */
+  cli(args: string[], timeoutMs = 60_000, env: Record<string, string | undefined> = {}): Promise<CliResult> {
     return new Promise((resolve, reject) => {
       const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
         cwd: ROOT,
-        env: { ...process.env, ...this.env },
+        env: { ...process.env, ...this.env, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stdout = '';
