@@ -263,7 +263,14 @@ export async function runWorker(
     logger: ctx.logger,
     version: VERSION,
   });
-  await worker.start();
+  try {
+    await worker.start();
+  } catch (err) {
+    // Not ready (a handler module that does not load): close the socket, so that the process
+    // exits with the error instead of sitting there unregistered.
+    await transport.close();
+    throw err;
+  }
   announceReady(ctx, { address: transport.address, advertise, types, concurrency, inline, id: worker.id });
   onSignals(ctx, async () => {
     await worker.stop();

@@ -135,7 +135,14 @@ export class TaskWorker {
 
   /** Loads every handler (a bad module fails here), then registers and takes tasks. */
   async start(): Promise<void> {
-    await this.#pool.start();
+    try {
+      await this.#pool.start();
+    } catch (err) {
+      // A handler module that cannot load: stop whatever threads did start, so that nothing
+      // keeps the process alive behind the error.
+      await this.#pool.close({ drain: false }).catch(() => {});
+      throw err;
+    }
     this.#install();
     // With no nameservice yet, keep trying in the background: it may come up later.
     await this.#reg

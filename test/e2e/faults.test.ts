@@ -3,12 +3,14 @@
  * dispatcher dies after acknowledging, the nameservice restarts, a handler never returns.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { TaskGridClient } from '../../src/client/index.ts';
 import { statePaths } from '../../src/config/env.ts';
 import { SqliteTaskStore } from '../../src/dispatcher/store/sqlite.ts';
-import { ROOT } from '../support/process.ts';
+import { ROOT, startTs } from '../support/process.ts';
 import { Grid } from '../support/grid.ts';
 
 const FIXTURES = join(ROOT, 'test/fixtures/handlers');
@@ -325,3 +327,30 @@ test(
     }
   },
 );
+
+test('a worker whose handler module does not load exits with TG_ERR_CONFIG naming the file, instead of staying up unregistered', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'taskgrid-badtype-'));
+  try {
+    writeFileSync(join(dir, 'never.mjs'), 'export const hello = 1;\n');
+    const worker = startTs('src/cli/main.ts', ['worker', 'never', '--port', '0'], {
+      TASKGRID_TYPES_DIR: dir,
+      TASKGRID_NAMESERVICE: '127.0.0.1:9',
+      TASKGRID_LOG_LEVEL: 'warn',
+    });
+    try {
+      const code = await Promise.race([
+        worker.exited,
+        new Promise<string>((r) => setTimeout(() => r('still running after 30 s'), 30_000)),
+      ]);
+      assert.equal(code, 2, worker.stderr());
+      assert.match(
+        worker.stderr(),
+        /TG_ERR_CONFIG: task type "never": .*never\.mjs does not export a handle/,
+      );
+    } finally {
+      await worker.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
