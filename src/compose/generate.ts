@@ -231,7 +231,7 @@ export function generateCompose(entries: readonly WorkerTypeEntry[], options: Co
   };
   const publish = (port: number, protocol: 'udp' | 'tcp') =>
     `${opts.publishAddress}:${port}:${port}${protocol === 'udp' ? '/udp' : ''}`;
-  const ping = (port: number) => [...CLI, 'ping', '--udp', `127.0.0.1:${port}`];
+  const ping = (port: number) => [...CLI, 'ping', `127.0.0.1:${port}`];
 
   const specs: ServiceSpec[] = [
     {

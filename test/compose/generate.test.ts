@@ -10,6 +10,7 @@ import { parse } from 'yaml';
 import { ConfigError } from '../../src/errors.ts';
 import { composeServiceNames, generateCompose, type ComposeOptions } from '../../src/compose/generate.ts';
 import { loadWorkersFile, type WorkerTypeEntry } from '../../src/config/workers.ts';
+import { startTs } from '../support/process.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DCLINT = join(ROOT, 'node_modules', 'dclint', 'bin', 'dclint.cjs');
@@ -192,14 +193,7 @@ test('the dispatcher keeps its store in a named volume at TASKGRID_HOME', () => 
 
 test('long-running services have health checks and restart policies; the client is on demand', () => {
   const file = compose();
-  const ping = (port: number) => [
-    'CMD',
-    'node',
-    'dist/src/cli/main.js',
-    'ping',
-    '--udp',
-    `127.0.0.1:${port}`,
-  ];
+  const ping = (port: number) => ['CMD', 'node', 'dist/src/cli/main.js', 'ping', `127.0.0.1:${port}`];
   assert.deepEqual(service(file, 'nameservice').healthcheck?.test, ping(5001));
   assert.deepEqual(service(file, 'dispatcher').healthcheck?.test, ping(4000));
   assert.deepEqual(service(file, 'worker-sum').healthcheck?.test, ping(6000));
@@ -212,6 +206,31 @@ test('long-running services have health checks and restart policies; the client 
   assert.deepEqual(client.profiles, ['client']);
   assert.equal(client.healthcheck, undefined);
   assert.equal(client.environment?.TASKGRID_DISPATCHER, 'dispatcher:4000');
+});
+
+test('each UDP health check is a command the CLI takes, and it passes against a live component', async () => {
+  // A real nameservice stands in for whatever the check pings: the arguments are what is tested.
+  const ns = startTs('src/cli/main.ts', ['nameservice', '--port', '0'], { TASKGRID_LOG_LEVEL: 'warn' });
+  try {
+    const { address } = await ns.nextJson<{ msg: string; address: { port: number } }>(
+      (v) => v.msg === 'ready',
+    );
+    const file = compose();
+    for (const name of ['nameservice', 'dispatcher', 'worker-reverse']) {
+      const check = service(file, name).healthcheck?.test ?? [];
+      assert.deepEqual(check.slice(0, 3), ['CMD', 'node', 'dist/src/cli/main.js'], name);
+      const args = check.slice(3).map((a) => a.replace(/^127\.0\.0\.1:\d+$/, `127.0.0.1:${address.port}`));
+      assert.ok(args.includes(`127.0.0.1:${address.port}`), `${name}: ${check.join(' ')}`);
+      const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.equal(run.status, 0, `${name}: ${check.join(' ')}: ${run.stderr}`);
+    }
+  } finally {
+    await ns.stop();
+  }
 });
 
 test('exactly one service builds the image that all of them run', () => {
