@@ -24,6 +24,22 @@ export function createLogger(options: LoggerOptions): Logger {
   );
 }
 
+/**
+ * Stops a logger's output for good: its destination (stdout, a pipe from a supervisor that is
+ * gone) can no longer take anything. Pino does the same by itself on EPIPE, but only once an
+ * asynchronous write has failed; a process exiting before that would retry its final flush
+ * forever (sonic-boom retries every write error but EAGAIN's in its synchronous flush).
+ */
+export function muteOutput(logger: Logger): void {
+  logger.level = 'silent';
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
+    Record<string, unknown> | undefined;
+  if (!stream) return;
+  stream.write = () => true;
+  stream.flushSync = () => {};
+  stream.end = () => {};
+}
+
 /** A logger that writes nothing. */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { Dispatcher } from '../dispatcher/dispatcher.ts';
 import { SqliteTaskStore } from '../dispatcher/store/sqlite.ts';
 import { ConfigError } from '../errors.ts';
-import { authFailureLog, createLogger, type Logger } from '../log.ts';
+import { authFailureLog, createLogger, muteOutput, type Logger } from '../log.ts';
 import { LegacyDispatcher, LegacyNameservice, legacyPolicy } from '../legacy/index.ts';
 import { Directory } from '../nameservice/directory.ts';
 import { Nameservice } from '../nameservice/nameservice.ts';
@@ -18,6 +18,7 @@ import { Registration } from '../nameservice/registration.ts';
 import { createUdpTransport, type Endpoint } from '../transport/index.ts';
 import { TaskWorker } from '../worker/worker.ts';
 import {
+  SUPERVISED_ENV,
   UNSIGNED_WARNED_ENV,
   UNSIGNED_WARNING,
   advertiseAddress,
@@ -109,6 +110,17 @@ export function onSignals(ctx: ComponentContext, stop: () => Promise<void>): voi
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  if (process.env[SUPERVISED_ENV] === '1') {
+    // The supervisor's pipe: it closes when the supervisor is gone, whatever killed it. Its
+    // other pipes, stdout and stderr, are gone with it: nothing can be logged any more.
+    const orphaned = () => {
+      muteOutput(ctx.logger);
+      handler('supervisor gone');
+    };
+    process.stdin.on('end', orphaned);
+    process.stdin.on('error', orphaned);
+    process.stdin.resume();
+  }
 }
 
 export async function runNameservice(ctx: ComponentContext): Promise<void> {

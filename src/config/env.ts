@@ -720,3 +720,11 @@ export const UNSIGNED_WARNING =
  * {@link UNSIGNED_WARNING} itself, so that a grid of nine processes does not print it nine times.
  */
 export const UNSIGNED_WARNED_ENV = 'TASKGRID_SECRET_WARNED';
+
+/**
+ * Set to `1` by a local grid's supervisor for its components: each runs in a process group of
+ * its own (so that Ctrl-C reaches the supervisor alone, which stops them in order), and stops
+ * when its standard input, a pipe from the supervisor, closes: the supervisor is gone, even
+ * killed with SIGKILL, and nothing else would stop the component.
+ */
+export const SUPERVISED_ENV = 'TASKGRID_SUPERVISED';

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { SUPERVISED_ENV } from '../config/env.ts';
 
 export interface ComponentSpec {
   /** Name shown as the line prefix, e.g. `dispatcher` or `worker-reverse-1`. */
@@ -129,11 +130,17 @@ export class Supervisor {
 
   #spawn(r: Running): void {
     const [cmd, ...base] = this.#o.command;
+    // A process group of its own: the terminal's Ctrl-C (SIGINT to the foreground group) reaches
+    // the supervisor alone, which then stops the components in order (workers first) instead of
+    // all at once. Its stdin is a pipe that closes when the supervisor dies (SUPERVISED_ENV).
     const proc = spawn(cmd!, [...base, ...r.spec.args], {
       cwd: this.#o.cwd,
-      env: { ...this.#o.env, ...r.spec.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...this.#o.env, ...r.spec.env, [SUPERVISED_ENV]: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
     });
+    // Written to never; an error here only means the component is gone.
+    proc.stdin.on('error', () => {});
     r.proc = proc;
     r.startedAt = Date.now();
     this.#o.onChange();

@@ -50,7 +50,7 @@ const alive = (pid: number) => {
 };
 
 test(
-  'the local grid runs replicas from workers.json, serves tasks and stops every process on SIGINT',
+  'the local grid runs replicas from workers.json, serves tasks and stops every process on Ctrl-C, workers first',
   { timeout: 120_000 },
   async () => {
     const home = mkdtempSync(join(tmpdir(), 'taskgrid-local-'));
@@ -73,10 +73,12 @@ test(
       TASKGRID_DISPATCHER_PORT: String(dPort),
       TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
     };
+    // A process group of its own, as a shell gives a foreground job: Ctrl-C signals the group.
     const grid = spawn(process.execPath, ['bin/taskgrid.js', 'run'], {
       cwd: ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
     });
     let out = '';
     grid.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -131,9 +133,12 @@ test(
       assert.equal(reverse.length, 3, 'three reverse replicas registered');
       assert.ok(!list.some((w) => w.types.includes('hash')), 'the inactive type has no worker');
 
-      grid.kill('SIGINT');
+      // The terminal's Ctrl-C: SIGINT to every process of the foreground group.
+      process.kill(-grid.pid!, 'SIGINT');
       assert.equal(await exited, 0);
       assert.match(out, /grid stopped/);
+      // Stopped in order, each worker deregistered from a nameservice still there to answer.
+      assert.doesNotMatch(out, /deregister (failed|did not finish)/, out.slice(-3000));
       for (const pid of children) assert.equal(alive(pid), false, `component ${pid} stopped`);
       assert.match(
         readFileSync(join(home, 'logs', 'dispatcher.log'), 'utf8'),
@@ -264,3 +269,41 @@ test('--man and man print the manual', async () => {
   assert.match(a.stdout, /taskgrid - run and use a TaskGrid distributed task grid/);
   assert.match(a.stdout, /EXIT STATUS/);
 });
+
+test(
+  'a grid whose supervisor is killed with SIGKILL leaves no component running',
+  { timeout: 120_000 },
+  async () => {
+    const home = mkdtempSync(join(tmpdir(), 'taskgrid-orphans-'));
+    const env = {
+      ...process.env,
+      TASKGRID_HOME: home,
+      TASKGRID_NAMESERVICE_PORT: String(await freeUdpPort()),
+      TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
+      TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
+    };
+    const grid = spawn(process.execPath, ['bin/taskgrid.js', 'run'], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    grid.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    grid.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    let children: number[] = [];
+    try {
+      for (let i = 0; i < 600 && !/npx taskgrid send reverse Hello --wait/.test(out); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, /TaskGrid is up/, out.slice(-3000));
+      children = childrenOf(grid.pid!);
+      assert.ok(children.length >= 3, `components: ${children.join(' ')}`);
+      grid.kill('SIGKILL');
+      for (let i = 0; i < 300 && children.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(children.filter(alive), [], 'every component stopped once its supervisor was gone');
+    } finally {
+      if (grid.exitCode === null) grid.kill('SIGKILL');
+      for (const pid of children) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      rmSync(home, { recursive: true, force: true });
+    }
+  },
+);
