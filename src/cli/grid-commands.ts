@@ -25,6 +25,8 @@ import { installGridRun, type CliContext } from './main.ts';
 import { ExitCode } from './output.ts';
 
 const COMPOSE_FILE = 'docker-compose.generated.yml';
+/** The same grid as a Swarm stack (`docker stack deploy -c`): `regen-compose --swarm`. */
+const STACK_FILE = 'docker-stack.generated.yml';
 
 function gridOptions(ctx: CliContext): LocalGridOptions {
   const root = findProjectRoot();
@@ -123,10 +125,12 @@ async function reset(ctx: CliContext, o: LocalGridOptions, f: { docker: boolean 
   const stopped = await stopGrid(paths);
   if (stopped.length > 0) o.say(`stopped ${stopped.length} processes (${stopped.join(', ')})`);
   for (const path of removeState(paths)) o.say(`removed ${path}`);
-  const compose = join(o.root, COMPOSE_FILE);
-  if (existsSync(compose)) {
-    rmSync(compose);
-    o.say(`removed ${compose}`);
+  for (const name of [COMPOSE_FILE, STACK_FILE]) {
+    const file = join(o.root, name);
+    if (existsSync(file)) {
+      rmSync(file);
+      o.say(`removed ${file}`);
+    }
   }
 }
 
@@ -265,10 +269,14 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
   program
     .command('regen-compose')
     .description(`regenerate ${COMPOSE_FILE} from workers.json`)
-    .action(() => {
+    .option(
+      '--swarm',
+      `write ${STACK_FILE} instead, for docker stack deploy (no client service, no build, no restart)`,
+    )
+    .action((f: { swarm?: boolean }) => {
       const o = gridOptions(ctx);
-      const file = join(o.root, COMPOSE_FILE);
-      writeFileSync(file, generateCompose(loadEntries(o)));
+      const file = join(o.root, f.swarm ? STACK_FILE : COMPOSE_FILE);
+      writeFileSync(file, generateCompose(loadEntries(o), f.swarm ? { target: 'swarm' } : {}));
       o.say(`wrote ${file}`);
     });
 

@@ -180,7 +180,11 @@ function header(options: Required<ComposeOptions>): string {
     swarm
       ? 'depends_on only orders startup under Compose; Swarm restarts tasks by itself (restart_policy "any").'
       : 'Swarm: docker stack deploy rejects the client profile and ignores build and restart; for a stack,',
-    ...(swarm ? [] : ['generate the swarm target (no client service, no build, no restart).']),
+    ...(swarm
+      ? []
+      : [
+          'run `taskgrid regen-compose --swarm` (docker-stack.generated.yml: no client, no build, no restart).',
+        ]),
   ];
   return lines.map((line) => (line === '' ? '' : ` ${line}`)).join('\n');
 }
@@ -198,7 +202,7 @@ export function generateCompose(entries: readonly WorkerTypeEntry[], options: Co
     image: options.image ?? DEFAULTS.container.image,
     publishAddress: options.publishAddress ?? DEFAULTS.container.publishAddress,
     source: options.source ?? 'workers.json',
-    command: options.command ?? 'taskgrid regen-compose',
+    command: options.command ?? `taskgrid regen-compose${options.target === 'swarm' ? ' --swarm' : ''}`,
   };
   if (!/^[A-Za-z0-9._/:@-]+$/.test(opts.image)) {
     throw new ConfigError(
@@ -277,8 +281,7 @@ export function generateCompose(entries: readonly WorkerTypeEntry[], options: Co
         ...common,
         TASKGRID_WORKER_CONCURRENCY: String(entry.concurrency),
         TASKGRID_WORKER_PORT: String(c.workerPort),
-        ...(entry.timeoutMs !== undefined ? { TASKGRID_TASK_TIMEOUT_MS: String(entry.timeoutMs) } : {}),
-        ...(entry.maxAttempts !== undefined ? { TASKGRID_MAX_ATTEMPTS: String(entry.maxAttempts) } : {}),
+        // A type's timeout and attempts are the dispatcher's to apply (it reads workers.json).
       },
       command: ['worker', entry.name, ...(entry.inline ? ['--inline'] : [])],
       restart: true,

@@ -150,15 +150,15 @@ test('each worker runs its type with the entry settings as environment variables
   assert.deepEqual(sum.command, ['worker', 'sum']);
   assert.deepEqual(service(file, 'worker-upper').command, ['worker', 'upper', '--inline']);
   assert.equal(sum.environment?.TASKGRID_WORKER_CONCURRENCY, '9');
-  assert.equal(sum.environment?.TASKGRID_TASK_TIMEOUT_MS, '1500');
-  assert.equal(sum.environment?.TASKGRID_MAX_ATTEMPTS, '2');
   assert.equal(sum.environment?.TASKGRID_WORKER_PORT, '6000');
+  // Only the dispatcher reads a type's timeout and attempts (from workers.json): a worker has no use for them.
+  assert.ok(
+    !('TASKGRID_TASK_TIMEOUT_MS' in (sum.environment ?? {})) &&
+      !('TASKGRID_MAX_ATTEMPTS' in (sum.environment ?? {})),
+    'no setting a worker ignores',
+  );
   const hash = service(file, 'worker-hash').environment ?? {};
   assert.equal(hash.TASKGRID_WORKER_CONCURRENCY, '4');
-  assert.ok(
-    !('TASKGRID_TASK_TIMEOUT_MS' in hash) && !('TASKGRID_MAX_ATTEMPTS' in hash),
-    'unset values are left to the dispatcher',
-  );
 });
 
 test('every service finds the nameservice by name, binds all interfaces and passes the secret through', () => {
@@ -244,6 +244,35 @@ test('exactly one service builds the image that all of them run', () => {
 test('the header says the file is generated from workers.json by taskgrid regen-compose', () => {
   const text = generateCompose(DEFAULT_ENTRIES);
   assert.match(text, /^# Generated from workers\.json by `taskgrid regen-compose`/);
+  assert.match(text, /for a stack,\n# run `taskgrid regen-compose --swarm` \(docker-stack\.generated\.yml/);
+  const stack = generateCompose(DEFAULT_ENTRIES, { target: 'swarm' });
+  assert.match(stack, /^# Generated from workers\.json by `taskgrid regen-compose --swarm`/);
+});
+
+test('taskgrid regen-compose --swarm writes the stack file that the generator makes for Swarm', () => {
+  const file = join(ROOT, 'docker-stack.generated.yml');
+  rmSync(file, { force: true });
+  try {
+    const run = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/main.ts', 'regen-compose', '--swarm'],
+      {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout + run.stderr, /wrote .*docker-stack\.generated\.yml/);
+    assert.equal(
+      readFileSync(file, 'utf8'),
+      generateCompose(loadWorkersFile(join(ROOT, 'workers.json'), { typesDir: join(ROOT, 'worker_types') }), {
+        target: 'swarm',
+      }),
+    );
+  } finally {
+    rmSync(file, { force: true });
+  }
 });
 
 /** Service keys `docker stack deploy` accepts (Compose file schema v3.13 of docker/cli). */
