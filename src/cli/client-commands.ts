@@ -28,9 +28,17 @@ import {
 } from '../config/env.ts';
 import { ErrorCode, TaskGridError, TimeoutError } from '../errors.ts';
 import { createLogger } from '../log.ts';
-import { TaskTypeName, type TaskSpec, type TaskView } from '../protocol/messages.ts';
-import type { CliContext } from './main.ts';
-import { createProgress, describeError, ExitCode, formatDuration, Output, type CliIo } from './output.ts';
+import { TaskTypeName, type TaskSpec, type TaskView, type WireError } from '../protocol/messages.ts';
+import type { CliContext, GridRunHook } from './main.ts';
+import {
+  createProgress,
+  describeError,
+  ExitCode,
+  formatDuration,
+  InputRequestError,
+  Output,
+  type CliIo,
+} from './output.ts';
 
 /** Defaults of the CLI's own, on top of the client library's. */
 export const CLI_DEFAULTS = {
@@ -260,6 +268,37 @@ function unreachableIn(outcomes: readonly SubmitOutcome[]): TaskGridError | unde
   return undefined;
 }
 
+/**
+ * Submits one task of the user's; a refusal is reported as such (so that TG_ERR_TOO_LARGE
+ * exits 2, see output.ts). In text mode, says on stderr when the key named a task submitted
+ * before: that task is the answer, and this payload was not used.
+ */
+async function submitOne(
+  client: TaskGridClient,
+  out: Output,
+  spec: TaskSpec,
+  notify: boolean,
+): Promise<{ id: number; duplicate: boolean }> {
+  const [outcome] = await client.submitMany([spec], { notify });
+  if (!outcome) throw new TaskGridError(ErrorCode.INTERNAL, 'no outcome for the task');
+  if (!outcome.ok) throw new InputRequestError(outcome.error.code, outcome.error.message);
+  if (outcome.duplicate && !out.json) {
+    out.note(
+      `key ${JSON.stringify(spec.key ?? '')} names task ${outcome.id}, submitted before; this payload was not used`,
+    );
+  }
+  return outcome;
+}
+
+/**
+ * Adds the grid's `run` options to the client's `run` command (see installGridRun in main.ts),
+ * hiding the internal `--supervise` (the detached supervisor's own command line) from --help.
+ */
+export function configureGridRun(run: Command, hook: GridRunHook): void {
+  hook.configure(run);
+  for (const option of run.options) if (option.long === '--supervise') option.hideHelp();
+}
+
 async function readInput(file: string, io: CliIo): Promise<string> {
   try {
     return file === '-' ? await io.readStdin() : await readFile(resolve(io.cwd, file), 'utf8');
@@ -287,11 +326,7 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
       const globals = globalsOf(cmd);
       const out = output(cmd);
       return withClient(globals, io, async (client) => {
-        const [outcome] = await client.submitMany([specOf(type, payload, flags)], {
-          notify: flags.wait === true,
-        });
-        if (!outcome) throw new TaskGridError(ErrorCode.INTERNAL, 'no outcome for the task');
-        if (!outcome.ok) throw new TaskGridError(outcome.error.code, outcome.error.message);
+        const outcome = await submitOne(client, out, specOf(type, payload, flags), flags.wait === true);
         if (!flags.wait) {
           if (out.json) out.data({ id: outcome.id, duplicate: outcome.duplicate });
           else out.line(String(outcome.id));
@@ -332,8 +367,10 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
       .addArgument(new Argument('[type]', 'task type').argParser(parseType))
       .argument('[payload]', 'the task payload'),
   );
+  // Options added later (the grid's: -d, --docker, ...) apply to the grid's `run` only.
+  const taskOptions = new Set(run.options.map((o) => o.attributeName()));
   ctx.runCommand = run;
-  ctx.gridRun?.configure(run);
+  if (ctx.gridRun) configureGridRun(run, ctx.gridRun);
   run.action(
     act(
       ctx,
@@ -343,13 +380,23 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
           if (ctx.gridRun) return ctx.gridRun.action(cmd.opts(), cmd);
           throw badArgument('run needs a task type and a payload: taskgrid run <type> <payload>');
         }
+        const gridFlags = cmd.options
+          .filter((o) => !taskOptions.has(o.attributeName()))
+          .filter((o) => (cmd.getOptionValueSource(o.attributeName()) ?? 'default') !== 'default')
+          .map((o) => o.long ?? o.flags);
+        if (gridFlags.length > 0) {
+          throw badArgument(
+            `run ${type}: ${gridFlags.join(' and ')} ${gridFlags.length === 1 ? 'is' : 'are'} for starting ` +
+              'the grid (taskgrid run, without a task), not for running a task',
+          );
+        }
         if (payload === undefined) {
           throw badArgument(`run ${type}: the payload is missing: taskgrid run <type> <payload>`);
         }
         const globals = globalsOf(cmd);
         const out = output(cmd);
         return withClient(globals, io, async (client) => {
-          const id = await client.submit(specOf(type, payload, flags), { notify: true });
+          const { id } = await submitOne(client, out, specOf(type, payload, flags), true);
           return reportView(out, await client.wait(id, { timeoutMs: waitTimeout(globals) }));
         });
       },
@@ -364,9 +411,16 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
       act(ctx, async (id: number, _flags: unknown, cmd: Command) => {
         const out = output(cmd);
         const view = await withClient(globalsOf(cmd), io, (client) => client.cancel(id));
+        // The grid answers with the task as it is; as over REST (409), a task that had ended
+        // otherwise was not cancelled, and that is an error.
+        if (view.status !== 'cancelled') {
+          throw new TaskGridError(
+            ErrorCode.BAD_REQUEST,
+            `task ${id} cannot be cancelled: it had already ended (${view.status})`,
+          );
+        }
         if (out.json) out.data(view);
-        else if (view.status === 'cancelled') out.line(`task ${id} cancelled`);
-        else out.line(`task ${id} had already ended: ${view.status}`);
+        else out.line(`task ${id} cancelled`);
         return ExitCode.OK;
       }),
     );
@@ -379,6 +433,14 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
       act(ctx, async (id: number, _flags: unknown, cmd: Command) => {
         const out = output(cmd);
         const view = await withClient(globalsOf(cmd), io, (client) => client.retry(id));
+        // As over REST (409): the change happened only if the task is back in its queue (or
+        // already running again).
+        if (view.status !== 'queued' && view.status !== 'running') {
+          throw new TaskGridError(
+            ErrorCode.BAD_REQUEST,
+            `task ${id} cannot be retried: its status is ${view.status}, and only a failed or cancelled task can be`,
+          );
+        }
         if (out.json) out.data(view);
         else out.line(`task ${id} is ${view.status} again`);
         return ExitCode.OK;
@@ -570,7 +632,7 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
       id?: number;
       status: TaskView['status'] | 'rejected' | 'unfinished';
       result?: string;
-      error?: { code: string; message: string };
+      error?: WireError;
     }
     const rows: Row[] = tasks.map((t) => ({
       index: t.index,
@@ -645,7 +707,8 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
           `${summary.rejected} rejected, ${summary.unfinished} unfinished in ${formatDuration(summary.elapsedMs)}`,
       );
     }
-    // A simulation demonstrates outcomes, failures included; only not getting them is an error.
+    // A simulation demonstrates outcomes, failures and rejections included (TaskGrid+'s example
+    // has a task of an unknown type on purpose); only not getting them is an error.
     return timedOut ? out.error(timedOut, { data: false }) : ExitCode.OK;
   }
 
@@ -716,7 +779,7 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
       }
       const firstRejected = outcomes.find((o) => !o.ok);
       if (firstRejected && !firstRejected.ok) {
-        problem = new TaskGridError(
+        problem = new InputRequestError(
           firstRejected.error.code,
           `${rejected.length} of ${specs.length} tasks were not submitted (first: ${rejected[0] ?? ''})`,
         );

@@ -14,6 +14,7 @@ import { DEFAULTS, findProjectRoot } from '../config/env.ts';
 import { ErrorCode, TaskGridError } from '../errors.ts';
 import {
   addressParser,
+  configureGridRun,
   msParser,
   parseAddressList,
   registerClientCommands,
@@ -53,7 +54,7 @@ export interface CliContext {
 export function installGridRun(ctx: CliContext, hook: GridRunHook): void {
   ctx.gridRun = hook;
   if (ctx.runCommand) {
-    hook.configure(ctx.runCommand);
+    configureGridRun(ctx.runCommand, hook);
     ctx.runCommand.description(RUN_WITH_GRID_DESCRIPTION);
   }
 }

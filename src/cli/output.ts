@@ -12,12 +12,12 @@ import { ErrorCode, TaskGridError } from '../errors.ts';
  * |---|---|
  * | 0 | success |
  * | 1 | a task failed or was cancelled (TG_ERR_TASK_FAILED, TG_ERR_CANCELLED) |
- * | 2 | bad arguments, flags, configuration or input file (TG_ERR_BAD_ARGUMENT, TG_ERR_CONFIG) |
+ * | 2 | bad arguments, flags, configuration or input file (TG_ERR_BAD_ARGUMENT, TG_ERR_CONFIG; TG_ERR_TOO_LARGE for a task too large to send) |
  * | 3 | the grid is unreachable, or a wait timed out (TG_ERR_UNREACHABLE, TG_ERR_TIMEOUT) |
  * | 4 | no worker type of that name (TG_ERR_UNKNOWN_TYPE) |
  * | 5 | no task with that id (TG_ERR_NOT_FOUND) |
  * | 6 | the dispatcher's queue stayed full (TG_ERR_BUSY) |
- * | 7 | any other error reported by the grid (TG_ERR_STORE, TG_ERR_INTERNAL, ...) |
+ * | 7 | any other error reported by the grid (TG_ERR_STORE, TG_ERR_INTERNAL; TG_ERR_BAD_REQUEST, e.g. cancelling a task that succeeded) |
  * | 8 | `result` without `--wait`: the task has not ended yet |
  */
 export const ExitCode = {
@@ -58,9 +58,37 @@ const EXIT_BY_CODE: Partial<Record<string, ExitCode>> = {
   [ErrorCode.BUSY]: ExitCode.BUSY,
 };
 
-/** The exit code for an error code (7 for any code without one of its own). */
-export function exitCodeFor(code: string): ExitCode {
-  return EXIT_BY_CODE[code] ?? ExitCode.GRID_ERROR;
+/**
+ * Codes whose exit code differs when they answer a request that carried the user's own input
+ * (a task's payload): then the input is at fault, not the grid. TG_ERR_TOO_LARGE in a reply
+ * (a result too large to send) stays a grid error.
+ */
+const EXIT_BY_INPUT_CODE: Partial<Record<string, ExitCode>> = {
+  [ErrorCode.TOO_LARGE]: ExitCode.BAD_ARGUMENT,
+};
+
+/**
+ * An error answering a request that carried the user's input (submitting their tasks), with
+ * the code and message of the error it stands for; only its exit code may differ (see
+ * {@link exitCodeFor}).
+ */
+export class InputRequestError extends TaskGridError {
+  override name = 'InputRequestError';
+}
+
+/**
+ * The exit code for an error code (7 for any code without one of its own); `input` when the
+ * error answered a request carrying the user's input.
+ */
+export function exitCodeFor(code: string, origin: 'grid' | 'input' = 'grid'): ExitCode {
+  return (
+    (origin === 'input' ? EXIT_BY_INPUT_CODE[code] : undefined) ?? EXIT_BY_CODE[code] ?? ExitCode.GRID_ERROR
+  );
+}
+
+/** The exit code for a thrown error. */
+export function exitCodeOf(err: unknown): ExitCode {
+  return exitCodeFor(describeError(err).code, err instanceof InputRequestError ? 'input' : 'grid');
 }
 
 /** A stream the CLI writes to. */
@@ -99,12 +127,14 @@ export function processIo(): CliIo {
 export function describeError(err: unknown): { code: string; message: string } {
   const code = err instanceof TaskGridError ? err.code : ErrorCode.INTERNAL;
   const raw = err instanceof Error ? err.message : String(err);
-  // Configuration errors list problems on several lines; the CLI promises one.
-  const message = raw
-    .split('\n')
-    .map((l) => l.trim().replace(/^- /, ''))
-    .filter((l) => l.length > 0)
-    .join('; ');
+  // Configuration errors list problems on several lines, under a heading that ends in ":"; the
+  // CLI promises one line: `heading: item; item`.
+  let message = '';
+  for (const line of raw.split('\n')) {
+    const item = line.trim().replace(/^- /, '');
+    if (item.length === 0) continue;
+    message += message === '' ? item : `${message.endsWith(':') ? ' ' : '; '}${item}`;
+  }
   return { code, message };
 }
 
@@ -142,7 +172,7 @@ export class Output {
     const { code, message } = describeError(err);
     if (this.json && options.data !== false) this.data({ error: { code, message } });
     this.io.stderr.write(`taskgrid: ${code}: ${message}\n`);
-    return exitCodeFor(code);
+    return exitCodeOf(err);
   }
 
   /** Rows aligned in columns under a header. */
@@ -176,7 +206,8 @@ const PLAIN_PROGRESS_EVERY_MS = 2_000;
 /**
  * A progress display on stderr for `label` (e.g. "submitted"): cli-progress's bar when stderr
  * is a terminal, else a line such as `taskgrid: submitted 5000/20000` at most every 2 s (and
- * once at the end if any was printed), so that logs of CI jobs stay readable.
+ * the final count at the end if any line was printed and the last was not that one), so that
+ * logs of CI jobs stay readable.
  */
 export function createProgress(
   io: CliIo,
@@ -209,10 +240,11 @@ export function createProgress(
   let current = 0;
   let max = total;
   let stopped = false;
-  let printed = false;
+  let printed: string | undefined;
+  const line = () => `taskgrid: ${label} ${current}/${max}\n`;
   const print = () => {
-    printed = true;
-    io.stderr.write(`taskgrid: ${label} ${current}/${max}\n`);
+    printed = line();
+    io.stderr.write(printed);
   };
   return {
     update: (value, newTotal) => {
@@ -226,8 +258,9 @@ export function createProgress(
     stop: () => {
       if (stopped) return;
       stopped = true;
-      // A job short enough to print nothing on the way stays silent at the end too.
-      if (printed) print();
+      // A job short enough to print nothing on the way stays silent at the end too, and the
+      // final line is not repeated when the last update printed it already.
+      if (printed !== undefined && printed !== line()) print();
     },
   };
 }

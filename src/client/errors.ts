@@ -8,7 +8,8 @@ import type { TaskView, WireError } from '../protocol/messages.ts';
 /**
  * A task the caller waited for ended without a result: `failed` (code TG_ERR_TASK_FAILED) or
  * `cancelled` (code TG_ERR_CANCELLED). The task's own error is in `taskError` and its code is
- * part of the message, so that one line says what went wrong.
+ * part of the message, so that one line says what went wrong (once: a cancelled task's own
+ * TG_ERR_CANCELLED is this error's code already).
  */
 export class TaskFailedError extends TaskGridError {
   override name = 'TaskFailedError';
@@ -21,8 +22,10 @@ export class TaskFailedError extends TaskGridError {
     const cancelled = task.status === 'cancelled';
     const what = `task ${task.id} (${task.type}) ${cancelled ? 'was cancelled' : 'failed'}`;
     const attempts = cancelled ? '' : ` after ${task.attempts} attempt${task.attempts === 1 ? '' : 's'}`;
-    const detail = task.error ? `: ${task.error.code}: ${task.error.message}` : '';
-    super(cancelled ? ErrorCode.CANCELLED : ErrorCode.TASK_FAILED, `${what}${attempts}${detail}`);
+    const code = cancelled ? ErrorCode.CANCELLED : ErrorCode.TASK_FAILED;
+    const own = task.error && task.error.code !== code ? `${task.error.code}: ` : '';
+    const detail = task.error ? `: ${own}${task.error.message}` : '';
+    super(code, `${what}${attempts}${detail}`);
     this.task = task;
     this.taskError = task.error;
   }

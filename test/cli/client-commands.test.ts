@@ -19,6 +19,7 @@ import {
   type CliContext,
 } from '../../src/cli/main.ts';
 import { ExitCode, type CliIo } from '../../src/cli/output.ts';
+import { ErrorCode, TaskGridError } from '../../src/errors.ts';
 import { startUdpGrid } from '../client/fake-grid.ts';
 import { ROOT } from '../support/process.ts';
 
@@ -213,14 +214,12 @@ describe('taskgrid client commands', { concurrency: true }, () => {
     assert.match(pending.stdout, new RegExp(`^task ${id} is (queued|running) \\(attempt [01] of 3\\)\\n$`));
     const cancel = await run(['cancel', id], env);
     assert.deepEqual([cancel.code, cancel.stdout], [0, `task ${id} cancelled\n`]);
-    const done = await run(['send', 'reverse', 'x', '--wait'], env);
-    const late = await run(['cancel', done.lines[0]!], env);
-    assert.deepEqual([late.code, late.stdout], [0, `task ${done.lines[0]} had already ended: succeeded\n`]);
     const ended = await run(['result', id, '--wait'], env);
     assert.equal(ended.code, ExitCode.TASK_FAILED);
-    assert.match(
+    // The task's own code is the error's: named once.
+    assert.equal(
       stderrLine(ended),
-      new RegExp(`^taskgrid: TG_ERR_CANCELLED: task ${id} \\(wait\\) was cancelled: TG_ERR_CANCELLED`),
+      `taskgrid: TG_ERR_CANCELLED: task ${id} (wait) was cancelled: cancelled by a client`,
     );
     const retry = await run(['retry', id], env);
     assert.deepEqual([retry.code, retry.stdout], [0, `task ${id} is queued again\n`]);
@@ -305,6 +304,97 @@ describe('taskgrid client commands', { concurrency: true }, () => {
     const none = await run(['submit', '--file', join(tmp, 'nope.jsonl')], env);
     assert.equal(none.code, ExitCode.BAD_ARGUMENT);
     assert.match(stderrLine(none), /cannot read .*nope\.jsonl/);
+  });
+
+  test('cancel of a task that had ended exits 7 with TG_ERR_BAD_REQUEST, as REST answers 409', async () => {
+    const done = await run(['send', 'reverse', 'x', '--wait'], env);
+    const id = done.lines[0]!;
+    const late = await run(['cancel', id], env);
+    assert.equal(late.code, ExitCode.GRID_ERROR);
+    assert.equal(late.stdout, '');
+    assert.equal(
+      stderrLine(late),
+      `taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be cancelled: it had already ended (succeeded)`,
+    );
+    const json = await run(['--json', 'cancel', id], env);
+    assert.equal(json.code, ExitCode.GRID_ERROR);
+    assert.equal((JSON.parse(json.stdout) as { error: { code: string } }).error.code, 'TG_ERR_BAD_REQUEST');
+  });
+
+  test('retry of a task that succeeded exits 7 with TG_ERR_BAD_REQUEST, as REST answers 409', async () => {
+    // The dispatcher answers a retry it cannot make with the task unchanged (the fake refuses
+    // it itself): the CLI must tell from the task it gets back.
+    const own = await startUdpGrid();
+    try {
+      own.dispatcher.transport.handle('retry', ({ id }) => {
+        const task = own.dispatcher.tasks.get(id);
+        if (!task) throw new TaskGridError(ErrorCode.NOT_FOUND, `task ${id} not found`);
+        return { task };
+      });
+      const ownEnv = { TASKGRID_NAMESERVICE: own.nameserviceAddr };
+      const done = await run(['send', 'reverse', 'x', '--wait'], ownEnv);
+      const id = done.lines[0]!;
+      const retry = await run(['retry', id], ownEnv);
+      assert.equal(retry.code, ExitCode.GRID_ERROR);
+      assert.equal(retry.stdout, '');
+      assert.equal(
+        stderrLine(retry),
+        `taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be retried: its status is succeeded, and only a failed or cancelled task can be`,
+      );
+    } finally {
+      await own.close();
+    }
+  });
+
+  test("run with a task refuses the grid's flags before any network use, and its --help hides --supervise", async () => {
+    const cases = [['-d'], ['--docker'], ['--detach', '--docker']];
+    const results = await Promise.all(
+      cases.map((flags) => run(['--dispatcher', quiet.dispatcherAddr, 'run', 'reverse', 'x', ...flags])),
+    );
+    results.forEach((r, i) => {
+      assert.equal(r.code, ExitCode.BAD_ARGUMENT, `${cases[i]!.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stdout, '');
+      assert.match(stderrLine(r), /^taskgrid: TG_ERR_BAD_ARGUMENT: run reverse: (--detach|--docker)/);
+    });
+    assert.equal(
+      stderrLine(results[2]!),
+      'taskgrid: TG_ERR_BAD_ARGUMENT: run reverse: --detach and --docker are for starting the grid (taskgrid run, without a task), not for running a task',
+    );
+    assert.equal(quiet.dispatcher.requests.size, 0, 'no request reached the dispatcher');
+    const help = await run(['run', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /-d, --detach/);
+    assert.doesNotMatch(help.stdout, /--supervise/);
+  });
+
+  test('a payload over the maximum message size exits 2 with TG_ERR_TOO_LARGE (the input, not the grid)', async () => {
+    const small = { ...env, TASKGRID_MAX_MESSAGE: '64KiB' };
+    const payload = 'x'.repeat(70_000);
+    const file = join(tmp, 'large.jsonl');
+    writeFileSync(file, `${JSON.stringify({ type: 'reverse', payload })}\n`);
+    const results = await Promise.all([
+      run(['send', 'reverse', payload], small),
+      run(['run', 'reverse', payload], small),
+      run(['submit', '--file', file], small),
+    ]);
+    for (const r of results) {
+      assert.equal(r.code, ExitCode.BAD_ARGUMENT, r.stderr);
+      assert.match(r.stderr.split('\n').at(-2)!, /^taskgrid: TG_ERR_TOO_LARGE: .*65536 bytes\)?$/);
+    }
+  });
+
+  test('send with a key used before prints the earlier task id, and says so on stderr', async () => {
+    const first = await run(['send', 'reverse', 'one', '--key', 'k-dup'], env);
+    assert.deepEqual([first.code, first.stderr], [0, '']);
+    const again = await run(['send', 'reverse', 'two', '--key', 'k-dup'], env);
+    assert.deepEqual([again.code, again.stdout], [0, first.stdout]);
+    assert.equal(
+      stderrLine(again),
+      `taskgrid: key "k-dup" names task ${first.lines[0]}, submitted before; this payload was not used`,
+    );
+    const json = await run(['--json', 'send', 'reverse', 'two', '--key', 'k-dup'], env);
+    assert.equal(json.stderr, '');
+    assert.equal((JSON.parse(json.stdout) as { duplicate: boolean }).duplicate, true);
   });
 
   test('simulate rejects a malformed file before sending anything', async () => {
