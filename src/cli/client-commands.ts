@@ -29,7 +29,7 @@ import {
 import { ErrorCode, TaskGridError, TimeoutError } from '../errors.ts';
 import { createLogger } from '../log.ts';
 import { TaskTypeName, type TaskSpec, type TaskView, type WireError } from '../protocol/messages.ts';
-import type { CliContext, GridRunHook } from './main.ts';
+import type { CliContext } from './main.ts';
 import {
   createProgress,
   describeError,
@@ -290,15 +290,6 @@ async function submitOne(
   return outcome;
 }
 
-/**
- * Adds the grid's `run` options to the client's `run` command (see installGridRun in main.ts),
- * hiding the internal `--supervise` (the detached supervisor's own command line) from --help.
- */
-export function configureGridRun(run: Command, hook: GridRunHook): void {
-  hook.configure(run);
-  for (const option of run.options) if (option.long === '--supervise') option.hideHelp();
-}
-
 async function readInput(file: string, io: CliIo): Promise<string> {
   try {
     return file === '-' ? await io.readStdin() : await readFile(resolve(io.cwd, file), 'utf8');
@@ -370,7 +361,7 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
   // Options added later (the grid's: -d, --docker, ...) apply to the grid's `run` only.
   const taskOptions = new Set(run.options.map((o) => o.attributeName()));
   ctx.runCommand = run;
-  if (ctx.gridRun) configureGridRun(run, ctx.gridRun);
+  ctx.gridRun?.configure(run);
   run.action(
     act(
       ctx,

@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { generateCompose } from '../compose/generate.ts';
 import { findProjectRoot, loadConfig, statePaths } from '../config/env.ts';
 import { loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
@@ -177,7 +177,7 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
       configure: (cmd) => {
         runOptions(cmd);
         // Internal: the detached supervisor's own command line.
-        cmd.option('--supervise', 'run as the background supervisor (used by -d)');
+        cmd.addOption(new Option('--supervise', 'run as the background supervisor (used by -d)').hideHelp());
       },
       action: async (opts) => {
         const o = gridOptions(ctx);
@@ -242,7 +242,10 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
   program
     .command('logs')
     .description('print the end of a component’s log (local grid); without a component, list them')
-    .argument('[component]', 'e.g. dispatcher, nameservice, worker-reverse, grid')
+    .argument(
+      '[component]',
+      'e.g. dispatcher, nameservice, worker-reverse; grid: the background supervisor of run/start -d',
+    )
     .option('-f, --follow', 'keep printing what is appended')
     .option('-n, --lines <n>', 'lines to print', '100')
     .action(async (component: string | undefined, f: { follow?: boolean; lines: string }) => {

@@ -14,7 +14,6 @@ import { DEFAULTS, findProjectRoot } from '../config/env.ts';
 import { ErrorCode, TaskGridError } from '../errors.ts';
 import {
   addressParser,
-  configureGridRun,
   msParser,
   parseAddressList,
   registerClientCommands,
@@ -54,7 +53,7 @@ export interface CliContext {
 export function installGridRun(ctx: CliContext, hook: GridRunHook): void {
   ctx.gridRun = hook;
   if (ctx.runCommand) {
-    configureGridRun(ctx.runCommand, hook);
+    hook.configure(ctx.runCommand);
     ctx.runCommand.description(RUN_WITH_GRID_DESCRIPTION);
   }
 }

@@ -77,10 +77,9 @@ export function parseSimulationFile(text: string): { tasks: SimulationTask[]; ba
   try {
     value = JSON.parse(text);
   } catch (err) {
-    return {
-      tasks: [],
-      bad: [{ line: 0, message: `not JSON (${err instanceof Error ? err.message : String(err)})` }],
-    };
+    // The parser quotes the text it choked on, line breaks included: keep the message one line.
+    const why = (err instanceof Error ? err.message : String(err)).replace(/\r?\n/g, '\\n');
+    return { tasks: [], bad: [{ line: 0, message: `not JSON (${why})` }] };
   }
   if (!Array.isArray(value)) {
     return { tasks: [], bad: [{ line: 0, message: 'expected a JSON list of [type, payload] pairs' }] };

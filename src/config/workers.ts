@@ -148,7 +148,10 @@ export function parseWorkers(text: string, options: ParseWorkersOptions = {}): r
   const report = (): never => {
     if (problems.length === 1) throw new ConfigError(problems[0] ?? '');
     throw new ConfigError(
-      `${source}: ${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+      // The heading names the file once; each problem, one line under it, without it again.
+      `${source}: ${problems.length} problems:\n${problems
+        .map((p) => `  - ${p.startsWith(`${source}: `) ? p.slice(source.length + 2) : p}`)
+        .join('\n')}`,
     );
   };
 

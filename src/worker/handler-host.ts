@@ -187,7 +187,14 @@ export class HandlerHost {
   }
 
   #failNotString(run: TaskRun, value: unknown, verb: string): void {
-    const what = value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+    const what =
+      value === null || value === undefined
+        ? String(value)
+        : Array.isArray(value)
+          ? 'an array'
+          : typeof value === 'object'
+            ? 'an object'
+            : `a ${typeof value}`;
     this.#fail(
       run,
       ErrorCode.HANDLER_FAILED,

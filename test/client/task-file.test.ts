@@ -181,3 +181,11 @@ test('the client binds loopback for a local grid and every interface otherwise',
   );
   assert.equal(defaultBindHost([{ host: 'fd00::5', port: 5001 }]), '::');
 });
+
+test('a simulation file that is not JSON is refused in one line, its line breaks escaped', () => {
+  const { tasks, bad } = parseSimulationFile('nope\n');
+  assert.deepEqual(tasks, []);
+  assert.equal(bad.length, 1);
+  assert.match(bad[0]!.message, /^not JSON \(/);
+  assert.ok(!bad[0]!.message.includes('\n'), bad[0]!.message);
+});

@@ -191,14 +191,14 @@ test('several problems are reported together, one line each', () => {
   const error = configError(() => fixture('many-problems.json'));
   assert.deepEqual(error.message.split('\n'), [
     'many-problems.json: 8 problems:',
-    '  - many-problems.json: entry 2 ("beta"): unknown field "replica" (did you mean "replicas"?)',
-    '  - many-problems.json: entry 2 ("beta"): active "yes" is not valid (expected true or false)',
-    '  - many-problems.json: entry 3 ("alpha"): duplicate name, also entry 1',
-    '  - many-problems.json: entry 4 ("delta"): replicas 0 is not valid (expected an integer 1-1000)',
-    '  - many-problems.json: entry 4 ("delta"): concurrency 1.5 is not valid (expected an integer 1-10000)',
-    '  - many-problems.json: entry 4 ("delta"): no module for it in types/ (expected delta.ts, delta.js or delta.mjs)',
-    '  - many-problems.json: entry 5: is a string (expected an object like {"name": "sum", "active": true, "description": "..."})',
-    '  - many-problems.json: entry 6: missing field "name" (expected a string of 1-64 letters, digits, "_", "-" or ".", starting with a letter or digit)',
+    '  - entry 2 ("beta"): unknown field "replica" (did you mean "replicas"?)',
+    '  - entry 2 ("beta"): active "yes" is not valid (expected true or false)',
+    '  - entry 3 ("alpha"): duplicate name, also entry 1',
+    '  - entry 4 ("delta"): replicas 0 is not valid (expected an integer 1-1000)',
+    '  - entry 4 ("delta"): concurrency 1.5 is not valid (expected an integer 1-10000)',
+    '  - entry 4 ("delta"): no module for it in types/ (expected delta.ts, delta.js or delta.mjs)',
+    '  - entry 5: is a string (expected an object like {"name": "sum", "active": true, "description": "..."})',
+    '  - entry 6: missing field "name" (expected a string of 1-64 letters, digits, "_", "-" or ".", starting with a letter or digit)',
   ]);
 });
 

@@ -72,6 +72,15 @@ describe('HandlerPool running handlers', () => {
       message: 'handler of task type "non-string-result" returned a number, not a string',
     });
     assert.equal(failed.permanent, false);
+    for (const [payload, what] of [
+      ['object', 'an object'],
+      ['undefined', 'undefined'],
+    ]) {
+      assert.equal(
+        failureOf(await pool.run(task('non-string-result', payload))).error.message,
+        `handler of task type "non-string-result" returned ${what}, not a string`,
+      );
+    }
   });
 
   test('runs a default-export handler with its object as this', async () => {
