@@ -183,18 +183,7 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
   const legacy = legacyServed(ctx)
     ? new LegacyDispatcher({ transport, store, directory, logger: ctx.logger })
     : undefined;
-  const dispatcher = new Dispatcher({
-    transport,
-    store,
-    directory,
-    ...(legacy ? { legacy } : {}),
-    types: new Map(entries.map((e) => [e.name, { timeoutMs: e.timeoutMs, maxAttempts: e.maxAttempts }])),
-    logger: ctx.logger,
-    version: VERSION,
-    ...tuning,
-    ...(c.taskTimeoutMs !== undefined ? { taskTimeoutMs: c.taskTimeoutMs } : {}),
-    ...(c.maxAttempts !== undefined ? { maxAttempts: c.maxAttempts } : {}),
-  });
+  // One id for the dispatcher everywhere: its registration's (ping, /api/health, the nameservice).
   const registration = new Registration({
     transport,
     nameservers: [...c.nameservices],
@@ -207,6 +196,19 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
     },
     logger: ctx.logger,
     keepTrying: true,
+  });
+  const dispatcher = new Dispatcher({
+    id: registration.id,
+    transport,
+    store,
+    directory,
+    ...(legacy ? { legacy } : {}),
+    types: new Map(entries.map((e) => [e.name, { timeoutMs: e.timeoutMs, maxAttempts: e.maxAttempts }])),
+    logger: ctx.logger,
+    version: VERSION,
+    ...tuning,
+    ...(c.taskTimeoutMs !== undefined ? { taskTimeoutMs: c.taskTimeoutMs } : {}),
+    ...(c.maxAttempts !== undefined ? { maxAttempts: c.maxAttempts } : {}),
   });
   // Both keep trying in the background when no nameservice answers yet: the dispatcher serves
   // submits meanwhile, and dispatches once workers are known.

@@ -42,6 +42,17 @@ describe('a grid of separate processes', () => {
     assert.ok(Date.now() - started >= 2_000);
   });
 
+  test('the dispatcher answers ping with the id it is registered under at the nameservice', async () => {
+    const client = await TaskGridClient.connect({ nameservers: [{ host: '127.0.0.1', port: grid.nsPort }] });
+    try {
+      const pong = await client.ping({ host: '127.0.0.1', port: grid.dispatcherPort });
+      const registered = (await client.workers()).filter((i) => i.role === 'dispatcher').map((i) => i.id);
+      assert.deepEqual(registered, [pong.id]);
+    } finally {
+      await client.close();
+    }
+  });
+
   test('an unknown type gets a clear error and a non-zero exit', async () => {
     const r = await grid.cli(['send', 'nosuchtype', 'x', '--wait']);
     assert.notEqual(r.code, 0);

@@ -22,7 +22,7 @@ function row(kind: string): string {
 }
 
 function fields(schema: z.ZodType): string[] {
-  return schema instanceof z.ZodObject ? Object.keys(schema.shape as Record<string, unknown>) : [];
+  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
 }
 
 for (const [kind, { req, res }] of Object.entries(requests) as [string, { req: z.ZodType; res: z.ZodType }][]) {
