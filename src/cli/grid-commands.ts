@@ -54,8 +54,8 @@ function loadEntries(o: LocalGridOptions): WorkerTypeEntry[] {
   }
 }
 
-/** Runs `docker compose` with the generated file; without a Docker engine, one clear line. */
-function docker(o: LocalGridOptions, args: string[]): number {
+/** Throws the one clear line of Docker mode without a Docker engine. */
+function requireDockerEngine(): void {
   const info = spawnSync('docker', ['info', '--format', '{{.ServerVersion}}'], { encoding: 'utf8' });
   if (info.error || info.status !== 0) {
     throw new TaskGridError(
@@ -63,6 +63,22 @@ function docker(o: LocalGridOptions, args: string[]): number {
       'Docker mode needs a running Docker engine, and `docker info` found none; run without --docker for the local grid',
     );
   }
+}
+
+/** Refuses a second local grid on the same TASKGRID_HOME (its state and ports are taken). */
+function refuseIfRunning(o: LocalGridOptions): void {
+  const running = runningGrid(statePaths(o.config.home));
+  if (running) {
+    throw new TaskGridError(
+      ErrorCode.BAD_ARGUMENT,
+      `a grid is already running from ${o.config.home} (supervisor pid ${running.supervisorPid}); run \`taskgrid stop\` first`,
+    );
+  }
+}
+
+/** Runs `docker compose` with the generated file; without a Docker engine, one clear line. */
+function docker(o: LocalGridOptions, args: string[]): number {
+  requireDockerEngine();
   const r = spawnSync('docker', ['compose', '-p', 'taskgrid', '-f', join(o.root, COMPOSE_FILE), ...args], {
     cwd: o.root,
     stdio: 'inherit',
@@ -90,18 +106,15 @@ async function runBuilt(
     gridBanner(o, gridComponents(entries), { detached: true });
     return ExitCode.OK;
   }
-  const running = runningGrid(statePaths(o.config.home));
-  if (running) {
-    throw new TaskGridError(
-      ErrorCode.BAD_ARGUMENT,
-      `a grid is already running from ${o.config.home} (supervisor pid ${running.supervisorPid}); run \`taskgrid stop\` first`,
-    );
-  }
+  refuseIfRunning(o);
   return runGrid(o, entries, { banner: true });
 }
 
 async function build(ctx: CliContext, f: RunFlags & { reset?: boolean; cache?: boolean }): Promise<number> {
   const o = gridOptions(ctx);
+  // Before compiling (seconds): what would refuse to run after it.
+  if (f.docker) requireDockerEngine();
+  else if (!f.reset && !f.supervise) refuseIfRunning(o);
   if (f.reset) await reset(ctx, o, { docker: f.docker ?? false });
   if (f.cache === false) rmSync(join(o.root, 'dist'), { recursive: true, force: true });
   let entries: WorkerTypeEntry[];

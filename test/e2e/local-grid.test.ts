@@ -224,6 +224,12 @@ test(
       const sent = await cliIn(env, ['send', 'reverse', 'Hello', '--wait']);
       assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
 
+      // A second start on the same home is refused before it compiles or rewrites anything.
+      const second = await cliIn(env, ['start', '-d']);
+      assert.equal(second.code, 2, second.stdout + second.stderr);
+      assert.match(second.stderr, /TG_ERR_BAD_ARGUMENT: a grid is already running/);
+      assert.doesNotMatch(second.stdout + second.stderr, /compil|wrote/i);
+
       process.kill(state.components['worker-reverse']!.pid, 'SIGKILL');
       let restarted = false;
       for (let i = 0; i < 120 && !restarted; i++) {
