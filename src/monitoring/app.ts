@@ -396,7 +396,8 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
     } catch (error) {
       log.warn({ err: error }, 'workers.json is not usable; listing live types only');
     }
-    return c.json(joinWorkers(entries, instances, stats?.workers ?? [], fresh));
+    const running = stats && new Map(Object.entries(stats.types).map(([name, t]) => [name, t.running]));
+    return c.json(joinWorkers(entries, instances, stats?.workers ?? [], fresh, running));
   });
 
   app.get('/api/stats', async (c) => {
@@ -600,12 +601,17 @@ function hostOf(origin: string): string | undefined {
   }
 }
 
-/** workers.json entries joined with live instances and the dispatcher's accounting. */
+/**
+ * workers.json entries joined with live instances and the dispatcher's accounting. A type's
+ * `inFlight` is the dispatcher's count of its running tasks (`running`, per type) when known:
+ * an instance serving several types has one count for all of them.
+ */
 export function joinWorkers(
   entries: readonly WorkerTypeEntry[],
   instances: readonly Instance[],
   accounting: readonly WorkerStats[],
   fresh: boolean,
+  running?: ReadonlyMap<string, number>,
 ): WorkersResponse {
   const byId = new Map(accounting.map((w) => [w.id, w]));
   const workers = instances.filter((i) => i.role === 'worker');
@@ -638,7 +644,7 @@ export function joinWorkers(
       registered: live.length > 0,
       instances: live,
       capacity: live.reduce((n, i) => n + i.capacity, 0),
-      inFlight: live.reduce((n, i) => n + i.inFlight, 0),
+      inFlight: running?.get(name) ?? live.reduce((n, i) => n + i.inFlight, 0),
     };
   };
   for (const entry of entries) types.push(make(entry.name, entry));

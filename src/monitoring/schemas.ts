@@ -189,7 +189,9 @@ export const WorkerType = z.strictObject({
   /** At least one live instance serves it. */
   registered: z.boolean(),
   instances: z.array(WorkerInstance),
+  /** Slots of its instances (an instance serving several types shares its slots among them). */
   capacity: z.number().int().min(0),
+  /** Its tasks running: the dispatcher's count per type, else the sum its instances reported. */
   inFlight: z.number().int().min(0),
 });
 

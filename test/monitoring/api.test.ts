@@ -204,6 +204,17 @@ describe('reading the grid', () => {
     assert.equal(get('extra').registered, true);
   });
 
+  test("a worker serving several types counts its running task in its type's inFlight only", async () => {
+    const { app, grid } = makeApp();
+    grid.addWorker('w-many', ['sum', 'hash', 'upper'], 6002, 8);
+    const t = grid.put({ type: 'hash' });
+    grid.start(t.id, 'w-many');
+    const { types } = await body<WorkersResponse>(await app.request('/api/workers'));
+    const inFlight = Object.fromEntries(types.map((x) => [x.name, x.inFlight]));
+    assert.deepEqual([inFlight.sum, inFlight.hash, inFlight.upper], [0, 1, 0]);
+    assert.equal(types.find((x) => x.name === 'hash')?.instances[0]?.inFlight, 1, 'the instance has it running');
+  });
+
   test('GET /api/workers keeps the last view when the nameservice stops answering, and is 503 when it knows none', async () => {
     const { app, grid } = makeApp();
     grid.nameserviceDown = true;

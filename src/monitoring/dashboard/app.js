@@ -476,7 +476,8 @@ function renderWorkers() {
       ? cards
       : [h('p', { class: 'empty' }, 'No task types: workers.json lists none and no worker registered.')]),
   );
-  const live = data.types.reduce((n, t) => n + t.instances.length, 0);
+  // One process may serve several types: count each instance once.
+  const live = new Set(data.types.flatMap((t) => t.instances.map((i) => i.id))).size;
   setText(
     'workers-sub',
     `${data.types.length} types · ${live} live instances${data.fresh ? '' : ' · nameservice unreachable, last known view'}`,
