@@ -238,7 +238,7 @@ export async function runDispatcher(ctx: ComponentContext): Promise<void> {
 export async function runWorker(
   ctx: ComponentContext,
   types: string[],
-  flags: { concurrency?: string; inline?: boolean },
+  flags: { inline?: boolean },
 ): Promise<void> {
   warnIfUnsigned(ctx);
   const c = ctx.config;
@@ -252,13 +252,8 @@ export async function runWorker(
     ctx.logger.warn({ err }, 'workers.json not usable; using defaults for concurrency');
   }
   const entry = entries.find((e) => types.includes(e.name));
-  const concurrency =
-    flags.concurrency !== undefined
-      ? Number(flags.concurrency)
-      : (c.workerConcurrency ?? entry?.concurrency ?? 4);
-  if (!Number.isInteger(concurrency) || concurrency < 1) {
-    throw new ConfigError(`--concurrency=${JSON.stringify(flags.concurrency)} is not a positive integer`);
-  }
+  // --concurrency is checked with TASKGRID_WORKER_CONCURRENCY's rules (componentContext).
+  const concurrency = c.workerConcurrency ?? entry?.concurrency ?? 4;
   // --inline / --no-inline for every type of this worker; else each type's workers.json entry.
   const inline = types.filter(
     (type) => flags.inline ?? entries.find((e) => e.name === type)?.inline ?? false,
@@ -349,12 +344,10 @@ export function registerComponentCommands(program: Command): void {
           ...f,
           nameservicePort: undefined,
           workerPort: o.port,
+          workerConcurrency: o.concurrency,
         }),
         types,
-        {
-          ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
-          ...(o.inline !== undefined ? { inline: o.inline } : {}),
-        },
+        o.inline !== undefined ? { inline: o.inline } : {},
       );
     });
 }

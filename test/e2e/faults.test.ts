@@ -354,3 +354,21 @@ test('a worker whose handler module does not load exits with TG_ERR_CONFIG namin
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a worker refuses a --concurrency its variable would refuse, naming the flag', async () => {
+  for (const bad of ['1e3', '0', '20000']) {
+    const worker = startTs('src/cli/main.ts', ['worker', 'reverse', '--port', '0', '--concurrency', bad], {
+      TASKGRID_NAMESERVICE: '127.0.0.1:9',
+      TASKGRID_LOG_LEVEL: 'error',
+    });
+    try {
+      assert.equal(await worker.exited, 2, worker.stderr());
+      assert.match(
+        worker.stderr(),
+        new RegExp(`TG_ERR_CONFIG: --concurrency="${bad}" is not a concurrency \\(expected an integer 1-10000\\)`),
+      );
+    } finally {
+      await worker.stop();
+    }
+  }
+});
