@@ -251,14 +251,33 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
     if (status === 401) c.header('WWW-Authenticate', 'Bearer realm="taskgrid"');
     return c.json({ error: body }, status as ContentfulStatusCode);
   });
-  app.notFound((c) =>
-    c.json(
+  app.notFound((c) => {
+    // A path served with other methods: 405 with the methods it takes, not "no route".
+    const allowed = new Set<string>();
+    for (const r of app.routes) {
+      if (r.method === 'ALL' || !routePattern(r.path).test(c.req.path)) continue;
+      allowed.add(r.method);
+      if (r.method === 'GET') allowed.add('HEAD');
+    }
+    if (allowed.size > 0) {
+      c.header('Allow', [...allowed].sort().join(', '));
+      return c.json(
+        {
+          error: {
+            code: ErrorCode.BAD_REQUEST,
+            message: `${c.req.method} is not allowed on ${c.req.path.slice(0, 200)} (allowed: ${[...allowed].sort().join(', ')})`,
+          },
+        },
+        405,
+      );
+    }
+    return c.json(
       {
         error: { code: ErrorCode.NOT_FOUND, message: `no route ${c.req.method} ${c.req.path.slice(0, 200)}` },
       },
       404,
-    ),
-  );
+    );
+  });
 
   // Metrics of every request, by route pattern (never the raw path: ids would explode the series).
   const observe = async (c: Context, next: () => Promise<void>): Promise<void> => {
@@ -591,6 +610,12 @@ function requestUrl(url: string): URL {
   } catch {
     throw new HttpError(400, ErrorCode.BAD_REQUEST, 'the Host header does not name a valid host');
   }
+}
+
+/** A route path (`/api/tasks/:id`) as a regular expression over request paths. */
+function routePattern(path: string): RegExp {
+  const parts = path.split('/').map((p) => (p.startsWith(':') ? '[^/]+' : p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+  return new RegExp(`^${parts.join('/')}/?$`);
 }
 
 function hostOf(origin: string): string | undefined {

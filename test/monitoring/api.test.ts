@@ -204,6 +204,23 @@ describe('reading the grid', () => {
     assert.equal(get('extra').registered, true);
   });
 
+  test('a known path with another method gets 405 naming the methods it takes; an unknown path 404', async () => {
+    const { app } = makeApp();
+    const del = await app.request('/api/tasks/1', { method: 'DELETE' });
+    assert.equal(del.status, 405);
+    assert.equal(del.headers.get('allow'), 'GET, HEAD');
+    assert.equal((await errorOf(del)).code, ErrorCode.BAD_REQUEST);
+    const put = await app.request('/api/tasks', { method: 'PUT' });
+    assert.equal(put.status, 405);
+    assert.equal(put.headers.get('allow'), 'GET, HEAD, POST');
+    const cancel = await app.request('/api/tasks/7/cancel');
+    assert.equal(cancel.status, 405);
+    assert.equal(cancel.headers.get('allow'), 'POST');
+    const none = await app.request('/api/nothing-here');
+    assert.equal(none.status, 404);
+    assert.equal((await errorOf(none)).code, ErrorCode.NOT_FOUND);
+  });
+
   test("a worker serving several types counts its running task in its type's inFlight only", async () => {
     const { app, grid } = makeApp();
     grid.addWorker('w-many', ['sum', 'hash', 'upper'], 6002, 8);
