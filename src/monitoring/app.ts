@@ -614,7 +614,9 @@ function requestUrl(url: string): URL {
 
 /** A route path (`/api/tasks/:id`) as a regular expression over request paths. */
 function routePattern(path: string): RegExp {
-  const parts = path.split('/').map((p) => (p.startsWith(':') ? '[^/]+' : p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+  const parts = path
+    .split('/')
+    .map((p) => (p.startsWith(':') ? '[^/]+' : p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
   return new RegExp(`^${parts.join('/')}/?$`);
 }
 

@@ -229,7 +229,11 @@ describe('reading the grid', () => {
     const { types } = await body<WorkersResponse>(await app.request('/api/workers'));
     const inFlight = Object.fromEntries(types.map((x) => [x.name, x.inFlight]));
     assert.deepEqual([inFlight.sum, inFlight.hash, inFlight.upper], [0, 1, 0]);
-    assert.equal(types.find((x) => x.name === 'hash')?.instances[0]?.inFlight, 1, 'the instance has it running');
+    assert.equal(
+      types.find((x) => x.name === 'hash')?.instances[0]?.inFlight,
+      1,
+      'the instance has it running',
+    );
   });
 
   test('GET /api/workers keeps the last view when the nameservice stops answering, and is 503 when it knows none', async () => {
