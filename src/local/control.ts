@@ -173,13 +173,26 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
     };
     await ping('nameservice', config.nameservices[0]);
     let instances: Awaited<ReturnType<TaskGridClient['workers']>> = [];
-    try {
-      instances = await client.workers();
-    } catch {
-      // reported through the nameservice's own line
+    const nameserviceOk = out[0]?.ok === true;
+    if (nameserviceOk) {
+      try {
+        instances = await client.workers();
+      } catch {
+        // reported through the nameservice's own line
+      }
     }
     const dispatcher = instances.find((i) => i.role === 'dispatcher');
-    await ping('dispatcher', dispatcher?.address);
+    if (dispatcher || config.dispatcher) await ping('dispatcher', dispatcher?.address ?? config.dispatcher);
+    else {
+      // Nothing to ask it at: say so at once rather than wait out a lookup that cannot answer.
+      out.push({
+        ...base('dispatcher'),
+        ok: false,
+        detail: nameserviceOk
+          ? 'not registered with the nameservice'
+          : 'not looked up: the nameservice did not answer',
+      });
+    }
     if (state?.components.monitoring) {
       const url = `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind}:${config.monitoringPort}/healthz`;
       try {
@@ -193,12 +206,22 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
         });
       }
     }
-    const workerNames = Object.keys(state?.components ?? {}).filter((n) => n.startsWith('worker-'));
-    const byPid = new Map(instances.filter((i) => i.role === 'worker').map((i) => [Number(i.meta.pid), i]));
-    for (const name of workerNames) {
-      const inst = byPid.get(state!.components[name]!.pid ?? -1);
-      if (!inst) out.push({ ...base(name), ok: false, detail: 'not registered with the nameservice' });
-      else await ping(name, inst.address);
+    const workers = instances.filter((i) => i.role === 'worker');
+    if (state) {
+      const workerNames = Object.keys(state.components).filter((n) => n.startsWith('worker-'));
+      const byPid = new Map(workers.map((i) => [Number(i.meta.pid), i]));
+      for (const name of workerNames) {
+        const inst = byPid.get(state.components[name]!.pid ?? -1);
+        if (!inst) out.push({ ...base(name), ok: false, detail: 'not registered with the nameservice' });
+        else await ping(name, inst.address);
+      }
+    } else {
+      // A grid no supervisor of ours started: every worker the nameservice knows.
+      const sorted = [...workers].sort(
+        (a, b) => a.types.join('+').localeCompare(b.types.join('+')) || a.id.localeCompare(b.id),
+      );
+      for (const inst of sorted)
+        await ping(`worker-${inst.types.join('+')} ${inst.id.slice(0, 15)}`, inst.address);
     }
   } finally {
     await client.close();

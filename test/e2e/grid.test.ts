@@ -53,6 +53,37 @@ describe('a grid of separate processes', () => {
     }
   });
 
+  test('status of a grid no supervisor of ours started asks every component the nameservice knows', async () => {
+    const r = await grid.cli(['--json', 'status']);
+    const report = JSON.parse(r.stdout) as { healthy: boolean; components: { name: string; ok: boolean }[] };
+    assert.equal(report.healthy, true, r.stdout);
+    assert.equal(r.code, 0, r.stderr);
+    const names = report.components.map((c) => c.name.split(' ')[0]);
+    assert.deepEqual(names, [
+      'nameservice',
+      'dispatcher',
+      'worker-hash',
+      'worker-reverse',
+      'worker-sum',
+      'worker-upper',
+      'worker-wait',
+    ]);
+  });
+
+  test('status with no nameservice answering says the dispatcher was not looked up, and exits non-zero', async () => {
+    const r = await grid.cli(['--json', 'status'], 60_000, { TASKGRID_NAMESERVICE: '127.0.0.1:9' });
+    const report = JSON.parse(r.stdout) as { healthy: boolean; components: { name: string; detail: string }[] };
+    assert.equal(report.healthy, false);
+    assert.notEqual(r.code, 0);
+    assert.deepEqual(
+      report.components.map((c) => [c.name, c.detail]),
+      [
+        ['nameservice', report.components[0]!.detail],
+        ['dispatcher', 'not looked up: the nameservice did not answer'],
+      ],
+    );
+  });
+
   test('an unknown type gets a clear error and a non-zero exit', async () => {
     const r = await grid.cli(['send', 'nosuchtype', 'x', '--wait']);
     assert.notEqual(r.code, 0);
