@@ -14,7 +14,13 @@ describe('a grid of separate processes', () => {
   let grid: Grid;
   before(async () => {
     grid = await Grid.start({
-      workers: [{ types: ['reverse'] }, { types: ['sum'] }, { types: ['upper'] }, { types: ['hash'] }, { types: ['wait'] }],
+      workers: [
+        { types: ['reverse'] },
+        { types: ['sum'] },
+        { types: ['upper'] },
+        { types: ['hash'] },
+        { types: ['wait'] },
+      ],
     });
   });
   after(async () => {
@@ -28,7 +34,9 @@ describe('a grid of separate processes', () => {
       ['upper', 'openai', 'OPENAI'],
       ['hash', 'abc', createHash('sha256').update('abc').digest('hex')],
     ];
-    const results = await Promise.all(cases.map(([type, payload]) => grid.cli(['send', type, payload, '--wait'])));
+    const results = await Promise.all(
+      cases.map(([type, payload]) => grid.cli(['send', type, payload, '--wait'])),
+    );
     results.forEach((r, i) => {
       assert.equal(r.code, 0, `${cases[i]![0]}: ${r.stderr}`);
       assert.equal(lastLine(r.stdout), cases[i]![2]);
@@ -72,7 +80,10 @@ describe('a grid of separate processes', () => {
 
   test('status with no nameservice answering says the dispatcher was not looked up, and exits non-zero', async () => {
     const r = await grid.cli(['--json', 'status'], 60_000, { TASKGRID_NAMESERVICE: '127.0.0.1:9' });
-    const report = JSON.parse(r.stdout) as { healthy: boolean; components: { name: string; detail: string }[] };
+    const report = JSON.parse(r.stdout) as {
+      healthy: boolean;
+      components: { name: string; detail: string }[];
+    };
     assert.equal(report.healthy, false);
     assert.notEqual(r.code, 0);
     assert.deepEqual(
