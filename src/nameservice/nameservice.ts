@@ -172,9 +172,10 @@ export class Nameservice {
     this.#sweepTimer = new OneShot(this.#clock);
     this.#install();
     this.#armSweep();
-    this.#log.info(
+    // Debug: the process announces `ready` itself (src/cli/components.ts), once.
+    this.#log.debug(
       { epoch: this.epoch, address: this.#transport.address, leaseTtlMs: this.#o.leaseTtlMs },
-      'nameservice ready',
+      'nameservice started',
     );
   }
 

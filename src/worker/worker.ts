@@ -148,9 +148,10 @@ export class TaskWorker {
     await this.#reg
       .start()
       .catch((err: unknown) => this.#log.warn({ err }, 'no nameservice answered yet; still trying'));
-    this.#log.info(
+    // Debug: the process announces `ready` itself (src/cli/components.ts), once.
+    this.#log.debug(
       { types: this.#o.types, concurrency: this.#o.concurrency, id: this.#reg.id },
-      'worker ready',
+      'worker started',
     );
   }
 
