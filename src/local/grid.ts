@@ -162,6 +162,7 @@ export async function runGrid(
     logDir: paths.logs,
     format: formatLogLine,
     onChange: () => save(),
+    names: specs.map((s) => s.name),
     ...(o.write ? { write: o.write } : {}),
   });
   let stopping = false;

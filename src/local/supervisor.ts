@@ -43,6 +43,11 @@ export interface SupervisorOptions {
   stableAfterMs?: number;
   /** How long stop() waits for SIGTERM before SIGKILL. */
   stopGraceMs?: number;
+  /**
+   * Names of every component that will start, so that the prefixes of the first lines are as
+   * wide as those of the last (otherwise they widen as longer names start).
+   */
+  names?: readonly string[];
 }
 
 interface Running {
@@ -82,7 +87,9 @@ export class Supervisor {
       logDir: options.logDir,
       format: options.format ?? ((line) => line),
       onChange: options.onChange ?? (() => {}),
+      names: options.names ?? [],
     };
+    for (const name of this.#o.names) this.#width = Math.max(this.#width, name.length);
     if (this.#o.logDir) mkdirSync(this.#o.logDir, { recursive: true });
   }
 
