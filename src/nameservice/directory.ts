@@ -17,6 +17,8 @@
  * - The Directory owns the transport's `changes` handler. After close() it refuses `changes`
  *   (TG_ERR_NOT_FOUND), so that nameservices drop the subscription at once.
  */
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { ConfigError, ErrorCode, TaskGridError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { Instance, ParsedRequest, ReplyBody, RequestBody, Role } from '../protocol/messages.ts';
@@ -573,6 +575,35 @@ function freeze(i: Instance): Instance {
 }
 
 /**
+ * Why a host name cannot be reached at all (it does not resolve), or undefined (an IP address,
+ * or a name that resolves). Asked only after a lookup got no answer: datagrams to a name that
+ * does not resolve are dropped without a word, and the caller only sees a timeout.
+ */
+async function unresolvable(host: string): Promise<string | undefined> {
+  if (isIP(host) !== 0) return undefined;
+  // A resolver that does not answer soon adds nothing worth waiting for: no hint then.
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), UNRESOLVABLE_CHECK_MS);
+  });
+  try {
+    return await Promise.race([
+      dnsLookup(host).then(
+        () => undefined,
+        (err: unknown) =>
+          `the host name "${host}" does not resolve (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Longest wait for the resolver when a lookup got no answer (see {@link unresolvable}). */
+const UNRESOLVABLE_CHECK_MS = 500;
+
+/**
  * Asks the nameservices in turn for live instances, and returns the first non-empty answer (an
  * empty one only when every nameservice that answered had none: a freshly restarted
  * nameservice may not know everyone yet). `timeoutMs` bounds the whole call; it is shared out
@@ -607,7 +638,7 @@ export async function lookupOnce(
     } catch (err) {
       if (isRefusal(err)) throw err;
       lastError = err;
-      failures.push(`${addressKey(ns)}: ${codeOf(err) ?? 'error'}`);
+      failures.push(`${addressKey(ns)}: ${(await unresolvable(ns.host)) ?? codeOf(err) ?? 'error'}`);
     }
   }
   if (answered) return [];
