@@ -68,15 +68,17 @@ export const StatsHistory = z.strictObject({
  */
 export const TasksResponse = requests.tasks.res.extend({ payloadOmitted: z.array(TaskId).optional() });
 
+const LIMIT_RANGE = 'limit is an integer from 1 to 1000';
+
 /** Query of `GET /api/tasks`, as strings from the URL. */
 export const TasksQuery = z.strictObject({
   status: TaskStatus.optional(),
   type: TaskTypeName.optional(),
   limit: z
     .string()
-    .regex(/^\d{1,4}$/, 'limit is an integer from 1 to 1000')
+    .regex(/^\d{1,4}$/, LIMIT_RANGE)
     .transform(Number)
-    .pipe(z.number().int().min(1).max(1000))
+    .pipe(z.number().int().min(1, LIMIT_RANGE).max(1000, LIMIT_RANGE))
     .optional(),
   cursor: z.string().min(1).max(64).optional(),
 });

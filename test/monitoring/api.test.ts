@@ -88,9 +88,11 @@ describe('reading the grid', () => {
     const { app } = makeApp();
     const cases: [string, RegExp][] = [
       ['/api/tasks?status=done', /status/],
-      ['/api/tasks?limit=0', /limit/],
-      ['/api/tasks?limit=5000', /limit/],
-      ['/api/tasks?limit=abc', /limit/],
+      ['/api/tasks?limit=0', /limit is an integer from 1 to 1000/],
+      ['/api/tasks?limit=-1', /limit is an integer from 1 to 1000/],
+      ['/api/tasks?limit=1001', /limit is an integer from 1 to 1000/],
+      ['/api/tasks?limit=5000', /limit is an integer from 1 to 1000/],
+      ['/api/tasks?limit=abc', /limit is an integer from 1 to 1000/],
       ['/api/tasks?type=%3Cimg%3E', /type/],
       ['/api/tasks?colour=red', /unknown parameter: colour/],
       ['/api/tasks?status=queued&status=running', /given 2 times/],
