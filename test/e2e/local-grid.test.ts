@@ -28,6 +28,21 @@ async function freeUdpPort(): Promise<number> {
   return port;
 }
 
+/** A fresh TASKGRID_HOME and free ports for a grid of the default workers.json. */
+async function freshGridEnv(name: string): Promise<{ home: string; env: NodeJS.ProcessEnv }> {
+  const home = mkdtempSync(join(tmpdir(), `taskgrid-${name}-`));
+  return {
+    home,
+    env: {
+      ...process.env,
+      TASKGRID_HOME: home,
+      TASKGRID_NAMESERVICE_PORT: String(await freeUdpPort()),
+      TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
+      TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
+    },
+  };
+}
+
 function childrenOf(pid: number): number[] {
   try {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
@@ -182,14 +197,7 @@ test(
   'a detached grid answers status, restarts a killed worker, and stop and reset leave nothing behind',
   { timeout: 180_000 },
   async () => {
-    const home = mkdtempSync(join(tmpdir(), 'taskgrid-detached-'));
-    const env = {
-      ...process.env,
-      TASKGRID_HOME: home,
-      TASKGRID_NAMESERVICE_PORT: String(await freeUdpPort()),
-      TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
-      TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
-    };
+    const { home, env } = await freshGridEnv('detached');
     const stateFile = join(home, 'run', 'grid.json');
     let pids: number[] = [];
     try {
@@ -280,14 +288,7 @@ test(
   'a grid whose supervisor is killed with SIGKILL leaves no component running',
   { timeout: 120_000 },
   async () => {
-    const home = mkdtempSync(join(tmpdir(), 'taskgrid-orphans-'));
-    const env = {
-      ...process.env,
-      TASKGRID_HOME: home,
-      TASKGRID_NAMESERVICE_PORT: String(await freeUdpPort()),
-      TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
-      TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
-    };
+    const { home, env } = await freshGridEnv('orphans');
     const grid = spawn(process.execPath, ['bin/taskgrid.js', 'run'], {
       cwd: ROOT,
       env,
