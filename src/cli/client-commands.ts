@@ -401,15 +401,8 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
     .action(
       act(ctx, async (id: number, _flags: unknown, cmd: Command) => {
         const out = output(cmd);
+        // A task that had ended otherwise is refused by the client (TG_ERR_BAD_REQUEST, exit 7).
         const view = await withClient(globalsOf(cmd), io, (client) => client.cancel(id));
-        // The grid answers with the task as it is; as over REST (409), a task that had ended
-        // otherwise was not cancelled, and that is an error.
-        if (view.status !== 'cancelled') {
-          throw new TaskGridError(
-            ErrorCode.BAD_REQUEST,
-            `task ${id} cannot be cancelled: it had already ended (${view.status})`,
-          );
-        }
         if (out.json) out.data(view);
         else out.line(`task ${id} cancelled`);
         return ExitCode.OK;
@@ -423,15 +416,8 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
     .action(
       act(ctx, async (id: number, _flags: unknown, cmd: Command) => {
         const out = output(cmd);
+        // A task whose status does not allow it is refused by the client (TG_ERR_BAD_REQUEST).
         const view = await withClient(globalsOf(cmd), io, (client) => client.retry(id));
-        // As over REST (409): the change happened only if the task is back in its queue (or
-        // already running again).
-        if (view.status !== 'queued' && view.status !== 'running') {
-          throw new TaskGridError(
-            ErrorCode.BAD_REQUEST,
-            `task ${id} cannot be retried: its status is ${view.status}, and only a failed or cancelled task can be`,
-          );
-        }
         if (out.json) out.data(view);
         else out.line(`task ${id} is ${view.status} again`);
         return ExitCode.OK;

@@ -380,19 +380,45 @@ export class TaskGridClient {
   }
 
   /**
-   * Cancels a queued or running task; resolves with its state after the cancel.
+   * Cancels a queued or running task; resolves with its state after the cancel (also for a task
+   * cancelled before: cancelling is idempotent).
    *
-   * @throws TaskGridError TG_ERR_NOT_FOUND for an unknown id.
+   * @throws TaskGridError TG_ERR_NOT_FOUND for an unknown id; TG_ERR_BAD_REQUEST for a task
+   *   that had ended otherwise (succeeded or failed).
    */
   async cancel(id: number): Promise<TaskView> {
     this.#assertOpen();
-    return (await this.#call('cancel', { id })).task;
+    const { task } = await this.#call('cancel', { id });
+    if (task.status !== 'cancelled') {
+      throw new TaskGridError(
+        ErrorCode.BAD_REQUEST,
+        `task ${id} cannot be cancelled: it had already ended (${task.status})`,
+      );
+    }
+    return task;
   }
 
-  /** Puts a failed or cancelled task back in its queue with fresh attempts. */
+  /**
+   * Puts a failed or cancelled task back in its queue with fresh attempts; resolves with its
+   * state after the retry.
+   *
+   * @throws TaskGridError TG_ERR_NOT_FOUND for an unknown id; TG_ERR_BAD_REQUEST for a task
+   *   whose status does not allow it (queued, running or succeeded).
+   */
   async retry(id: number): Promise<TaskView> {
     this.#assertOpen();
-    return (await this.#call('retry', { id })).task;
+    const { task, changed } = await this.#call('retry', { id });
+    // `changed` from dispatchers that say it; else what a retry leaves: the task back in its queue.
+    if (
+      changed === false ||
+      (changed === undefined && task.status !== 'queued' && task.status !== 'running')
+    ) {
+      throw new TaskGridError(
+        ErrorCode.BAD_REQUEST,
+        `task ${id} cannot be retried: it is ${task.status}, and only a failed or cancelled task can be`,
+      );
+    }
+    return task;
   }
 
   /** The dispatcher's counters per type and per worker. */

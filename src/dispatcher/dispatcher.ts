@@ -793,7 +793,7 @@ export class Dispatcher {
       }
       this.#onFinished([res.task]);
     }
-    return { task: res.task };
+    return { task: res.task, changed: res.changed };
   }
 
   async #onRetry(id: number): Promise<ReplyBody<'retry'>> {
@@ -803,7 +803,7 @@ export class Dispatcher {
       this.#maybeQueued.add(res.task.type);
       this.#kick();
     }
-    return { task: res.task };
+    return { task: res.task, changed: res.changed };
   }
 
   // ---- workers, leases and backoff ----------------------------------------------------

@@ -517,7 +517,16 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
   const change = (action: 'cancel' | 'retry', accept: (v: TaskView) => boolean) => async (c: Context) => {
     parseQuery(c, EMPTY_QUERY);
     const id = taskId(c);
-    const view = action === 'cancel' ? await grid.cancel(id) : await grid.retry(id);
+    let view: TaskView;
+    try {
+      view = action === 'cancel' ? await grid.cancel(id) : await grid.retry(id);
+    } catch (error) {
+      // The client refuses a change the task's status does not allow: a conflict, not a bad request.
+      if (error instanceof TaskGridError && error.code === ErrorCode.BAD_REQUEST) {
+        throw new HttpError(409, ErrorCode.BAD_REQUEST, error.message);
+      }
+      throw error;
+    }
     watcher.noteTask(view);
     if (!accept(view)) {
       throw new HttpError(

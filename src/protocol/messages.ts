@@ -195,15 +195,21 @@ export const requests = {
     req: z.strictObject({ tasks: z.array(TaskView).min(1).max(LIMITS.maxBatch) }),
     res: Empty,
   },
-  /** Client -> dispatcher: cancel a queued or running task. */
+  /**
+   * Client -> dispatcher: cancel a queued or running task. `changed` says whether this request
+   * cancelled it (false: it had ended already, cancelled or otherwise).
+   */
   cancel: {
     req: z.strictObject({ id: TaskId }),
-    res: z.strictObject({ task: TaskView }),
+    res: z.strictObject({ task: TaskView, changed: z.boolean().optional() }),
   },
-  /** Client -> dispatcher: put a failed or cancelled task back in its queue with fresh attempts. */
+  /**
+   * Client -> dispatcher: put a failed or cancelled task back in its queue with fresh attempts.
+   * `changed` says whether this request did (false: its status did not allow it).
+   */
   retry: {
     req: z.strictObject({ id: TaskId }),
-    res: z.strictObject({ task: TaskView }),
+    res: z.strictObject({ task: TaskView, changed: z.boolean().optional() }),
   },
   /** Monitoring -> dispatcher: a page of tasks, newest first. */
   tasks: {

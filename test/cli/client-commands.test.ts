@@ -212,6 +212,13 @@ describe('taskgrid client commands', { concurrency: true }, () => {
     const pending = await run(['result', id], env);
     assert.equal(pending.code, ExitCode.NOT_FINISHED);
     assert.match(pending.stdout, new RegExp(`^task ${id} is (queued|running) \\(attempt [01] of 3\\)\\n$`));
+    // Not failed or cancelled: nothing to retry, and the CLI says so.
+    const early = await run(['retry', id], env);
+    assert.equal(early.code, ExitCode.GRID_ERROR);
+    assert.match(
+      stderrLine(early),
+      new RegExp(`^taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be retried: it is (queued|running)`),
+    );
     const cancel = await run(['cancel', id], env);
     assert.deepEqual([cancel.code, cancel.stdout], [0, `task ${id} cancelled\n`]);
     const ended = await run(['result', id, '--wait'], env);
@@ -322,8 +329,8 @@ describe('taskgrid client commands', { concurrency: true }, () => {
   });
 
   test('retry of a task that succeeded exits 7 with TG_ERR_BAD_REQUEST, as REST answers 409', async () => {
-    // The dispatcher answers a retry it cannot make with the task unchanged (the fake refuses
-    // it itself): the CLI must tell from the task it gets back.
+    // A dispatcher that does not say `changed` answers a retry it cannot make with the task
+    // unchanged: the client must tell from the task it gets back.
     const own = await startUdpGrid();
     try {
       own.dispatcher.transport.handle('retry', ({ id }) => {
@@ -339,7 +346,7 @@ describe('taskgrid client commands', { concurrency: true }, () => {
       assert.equal(retry.stdout, '');
       assert.equal(
         stderrLine(retry),
-        `taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be retried: its status is succeeded, and only a failed or cancelled task can be`,
+        `taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be retried: it is succeeded, and only a failed or cancelled task can be`,
       );
     } finally {
       await own.close();

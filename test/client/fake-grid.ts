@@ -189,18 +189,14 @@ export class FakeDispatcher {
     t.handle('retry', ({ id }) => {
       this.#count('retry');
       const v = this.#get(id);
-      if (v.status !== 'failed' && v.status !== 'cancelled') {
-        throw new TaskGridError(
-          ErrorCode.BAD_REQUEST,
-          `task ${id} is ${v.status}; only failed or cancelled tasks can be retried`,
-        );
-      }
+      // As the dispatcher: a retry its status does not allow changes nothing, and says so.
+      if (v.status !== 'failed' && v.status !== 'cancelled') return { task: this.#public(v), changed: false };
       v.status = 'queued';
       v.attempts = 0;
       delete v.error;
       delete v.finishedAt;
       this.#schedule(v);
-      return { task: this.#public(v) };
+      return { task: this.#public(v), changed: true };
     });
     t.handle('stats', () => {
       this.#count('stats');

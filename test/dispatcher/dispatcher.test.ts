@@ -311,6 +311,18 @@ describe('the dispatcher', () => {
     const [queued] = await g.ids([{ type: 'echo', payload: 'never runs' }]);
     const c1 = await g.client.request(g.dAddr, 'cancel', { id: queued! });
     assert.equal(c1.task.status, 'cancelled');
+    assert.equal(c1.changed, true);
+    // Cancelled already: the same answer, and it says this request changed nothing.
+    const again = await g.client.request(g.dAddr, 'cancel', { id: queued! });
+    assert.deepEqual([again.task.status, again.changed], ['cancelled', false]);
+    // A queued task cannot be retried: nothing changes, and the reply says so.
+    const [waiting] = await g.ids([{ type: 'echo', payload: 'queued' }]);
+    const r = await g.client.request(g.dAddr, 'retry', { id: waiting! });
+    assert.deepEqual([r.task.status, r.changed], ['queued', false]);
+    const back = await g.client.request(g.dAddr, 'retry', { id: queued! });
+    assert.deepEqual([back.task.status, back.changed], ['queued', true]);
+    await g.client.request(g.dAddr, 'cancel', { id: queued! });
+    await g.client.request(g.dAddr, 'cancel', { id: waiting! });
     await g.worker(['slow'], 2);
     const [running] = await g.ids([{ type: 'slow', payload: '60000' }]);
     for (let i = 0; i < 100; i++) {

@@ -357,12 +357,15 @@ describe('acting on tasks', () => {
     const retried = await app.request(`/api/tasks/${queued.id}/retry`, post(''));
     assert.equal(retried.status, 200);
     assert.equal((await body<TaskChangeResponse>(retried)).task.status, 'queued');
+    const queuedAgain = await app.request(`/api/tasks/${queued.id}/retry`, post(''));
+    assert.equal(queuedAgain.status, 409, 'a queued task cannot be retried');
+    assert.match((await errorOf(queuedAgain)).message, /cannot be retried: it is queued/);
 
     const done = grid.put({ type: 'reverse' });
     grid.finish(done.id, 'ok');
     const conflict = await app.request(`/api/tasks/${done.id}/cancel`, post(''));
     assert.equal(conflict.status, 409);
-    assert.match((await errorOf(conflict)).message, /succeeded: it cannot be cancelled/);
+    assert.match((await errorOf(conflict)).message, /cannot be cancelled: it had already ended \(succeeded\)/);
     assert.equal((await app.request(`/api/tasks/${done.id}/retry`, post(''))).status, 409);
     assert.equal((await app.request('/api/tasks/4242/cancel', post(''))).status, 404);
     assert.equal((await app.request('/api/tasks/x/retry', post(''))).status, 400);

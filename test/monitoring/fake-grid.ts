@@ -262,6 +262,13 @@ export class FakeGrid implements GridSource {
           error: { code: ErrorCode.CANCELLED, message: 'cancelled' },
         }));
       }
+      // As TaskGridClient.cancel: idempotent for a cancelled task, refused for one ended otherwise.
+      if (t.status !== 'cancelled') {
+        throw new TaskGridError(
+          ErrorCode.BAD_REQUEST,
+          `task ${id} cannot be cancelled: it had already ended (${t.status})`,
+        );
+      }
       return t;
     });
   }
@@ -274,7 +281,8 @@ export class FakeGrid implements GridSource {
           return { ...rest, status: 'queued', attempts: 0 };
         });
       }
-      return t;
+      // As TaskGridClient.retry: a status that does not allow it is refused.
+      throw new TaskGridError(ErrorCode.BAD_REQUEST, `task ${id} cannot be retried: it is ${t.status}`);
     });
   }
 
