@@ -14,6 +14,7 @@ import { ConfigError, ErrorCode, TaskGridError } from '../errors.ts';
 import {
   gridHealth,
   logComponents,
+  refuseIfRunning,
   removeState,
   runningGrid,
   startDetached,
@@ -65,17 +66,6 @@ function requireDockerEngine(): void {
   }
 }
 
-/** Refuses a second local grid on the same TASKGRID_HOME (its state and ports are taken). */
-function refuseIfRunning(o: LocalGridOptions): void {
-  const running = runningGrid(statePaths(o.config.home));
-  if (running) {
-    throw new TaskGridError(
-      ErrorCode.BAD_ARGUMENT,
-      `a grid is already running from ${o.config.home} (supervisor pid ${running.supervisorPid}); run \`taskgrid stop\` first`,
-    );
-  }
-}
-
 /** Runs `docker compose` with the generated file; without a Docker engine, one clear line. */
 function docker(o: LocalGridOptions, args: string[]): number {
   requireDockerEngine();
@@ -106,7 +96,7 @@ async function runBuilt(
     gridBanner(o, gridComponents(entries), { detached: true });
     return ExitCode.OK;
   }
-  refuseIfRunning(o);
+  refuseIfRunning(statePaths(o.config.home));
   return runGrid(o, entries, { banner: true });
 }
 
@@ -114,7 +104,7 @@ async function build(ctx: CliContext, f: RunFlags & { reset?: boolean; cache?: b
   const o = gridOptions(ctx);
   // Before compiling (seconds): what would refuse to run after it.
   if (f.docker) requireDockerEngine();
-  else if (!f.reset && !f.supervise) refuseIfRunning(o);
+  else if (!f.reset && !f.supervise) refuseIfRunning(statePaths(o.config.home));
   if (f.reset) await reset(ctx, o, { docker: f.docker ?? false });
   if (f.cache === false) rmSync(join(o.root, 'dist'), { recursive: true, force: true });
   let entries: WorkerTypeEntry[];

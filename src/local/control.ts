@@ -84,12 +84,8 @@ export interface DetachOptions {
   timeoutMs?: number;
 }
 
-/**
- * Starts the supervisor in the background (its output to logs/grid.log) and returns once every
- * component printed its ready line and the nameservice and dispatcher answer a ping.
- */
-export async function startDetached(o: DetachOptions): Promise<GridState> {
-  const paths = statePaths(o.config.home);
+/** Refuses a second local grid on the same TASKGRID_HOME (its state and ports are taken). */
+export function refuseIfRunning(paths: StatePaths): void {
   const running = runningGrid(paths);
   if (running) {
     throw new TaskGridError(
@@ -97,6 +93,15 @@ export async function startDetached(o: DetachOptions): Promise<GridState> {
       `a grid is already running from ${paths.home} (supervisor pid ${running.supervisorPid}); run \`taskgrid stop\` first`,
     );
   }
+}
+
+/**
+ * Starts the supervisor in the background (its output to logs/grid.log) and returns once every
+ * component printed its ready line and the nameservice and dispatcher answer a ping.
+ */
+export async function startDetached(o: DetachOptions): Promise<GridState> {
+  const paths = statePaths(o.config.home);
+  refuseIfRunning(paths);
   rmSync(stateFile(paths), { force: true });
   mkdirSync(paths.logs, { recursive: true });
   const logPath = join(paths.logs, 'grid.log');
@@ -159,6 +164,7 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
     restarts: state?.components[name]?.restarts ?? 0,
   });
   try {
+    /** Pings a component and adds its line; whether it answered. */
     const ping = async (name: string, address: { host: string; port: number } | undefined) => {
       try {
         const p = await client.ping(address);
@@ -167,13 +173,14 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
           ok: true,
           detail: `${p.component} ${p.version}, up ${Math.round(p.uptimeMs / 1000)} s`,
         });
+        return true;
       } catch (err) {
         out.push({ ...base(name), ok: false, detail: err instanceof TaskGridError ? err.code : String(err) });
+        return false;
       }
     };
-    await ping('nameservice', config.nameservices[0]);
+    const nameserviceOk = await ping('nameservice', config.nameservices[0]);
     let instances: Awaited<ReturnType<TaskGridClient['workers']>> = [];
-    const nameserviceOk = out[0]?.ok === true;
     if (nameserviceOk) {
       try {
         instances = await client.workers();
