@@ -58,6 +58,11 @@ export interface RegistrationOptions {
    * below half of that nameservice's lease TTL.
    */
   heartbeatMs?: number;
+  /**
+   * Tasks running now, read at every heartbeat (a worker's count); what `update({ inFlight })`
+   * sets is sent when this is absent.
+   */
+  inFlight?: () => number;
   /** When start() gives up, keep registering in the background instead of stopping. Default false. */
   keepTrying?: boolean;
   requestTimeoutMs?: number;
@@ -147,6 +152,7 @@ export class Registration {
   #capacity: number;
   readonly #meta: Record<string, string>;
   #inFlight: number | undefined;
+  readonly #readInFlight: (() => number) | undefined;
   /** Bumped by every change that must be registered anew. */
   #version = 1;
   #waiters: Waiter[] = [];
@@ -165,6 +171,7 @@ export class Registration {
     this.#random = options.random ?? Math.random;
     this.#heartbeatMs = options.heartbeatMs;
     this.#keepTrying = options.keepTrying ?? false;
+    this.#readInFlight = options.inFlight;
     const d = REGISTRATION_DEFAULTS;
     this.#o = {
       requestTimeoutMs: options.requestTimeoutMs ?? d.requestTimeoutMs,
@@ -396,7 +403,8 @@ export class Registration {
   #beat(s: Server): void {
     const leaseId = s.leaseId!;
     const body: RequestBody<'heartbeat'> = { leaseId };
-    if (this.#inFlight !== undefined) body.inFlight = this.#inFlight;
+    const inFlight = this.#readInFlight ? this.#readInFlight() : this.#inFlight;
+    if (inFlight !== undefined) body.inFlight = inFlight;
     s.beatAt = this.#clock.now();
     this.#run(s, async () => {
       try {

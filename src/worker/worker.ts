@@ -120,6 +120,7 @@ export class TaskWorker {
       },
       logger: this.#log,
       keepTrying: true,
+      inFlight: () => this.#running.size,
       ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}),
     });
   }

@@ -339,6 +339,29 @@ describe('the dispatcher', () => {
     assert.equal(v!.status, 'succeeded');
   });
 
+  test("a worker's heartbeats tell the nameservice how many tasks it is running", async () => {
+    const g = await grid();
+    const w = await g.worker(['slow'], 4);
+    const listed = async () =>
+      (await g.client.request(g.nsAddr, 'list', {})).instances.find((i) => i.id === w.id)?.inFlight;
+    const until = async (want: number) => {
+      const deadline = Date.now() + 5_000;
+      let got = await listed();
+      while (got !== want && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        got = await listed();
+      }
+      return got;
+    };
+    const ids = await g.ids([
+      { type: 'slow', payload: '60000' },
+      { type: 'slow', payload: '60000' },
+    ]);
+    assert.equal(await until(2), 2, 'two running tasks listed');
+    for (const id of ids) await g.client.request(g.dAddr, 'cancel', { id });
+    assert.equal(await until(0), 0, 'none once they are cancelled');
+  });
+
   test('answers BUSY with a retry-after when a queue is full', async () => {
     const g = await grid({}, { maxQueuedPerType: 5 });
     await g.ids(Array.from({ length: 5 }, () => ({ type: 'echo', payload: 'x' })));
