@@ -30,6 +30,11 @@ export const ErrorCode = {
   NO_WORKER: 'TG_ERR_NO_WORKER',
   /** A request was well formed but its values are not acceptable. */
   BAD_REQUEST: 'TG_ERR_BAD_REQUEST',
+  /**
+   * The task's status does not allow the change asked for: cancelling a task that had ended
+   * otherwise, retrying one that is queued, running or succeeded.
+   */
+  CONFLICT: 'TG_ERR_CONFLICT',
   /** A task's payload is not acceptable to its handler. */
   BAD_PAYLOAD: 'TG_ERR_BAD_PAYLOAD',
   /** A task handler threw; the attempt failed. */

@@ -401,7 +401,7 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
     .action(
       act(ctx, async (id: number, _flags: unknown, cmd: Command) => {
         const out = output(cmd);
-        // A task that had ended otherwise is refused by the client (TG_ERR_BAD_REQUEST, exit 7).
+        // A task that had ended otherwise is refused by the client (TG_ERR_CONFLICT, exit 7).
         const view = await withClient(globalsOf(cmd), io, (client) => client.cancel(id));
         if (out.json) out.data(view);
         else out.line(`task ${id} cancelled`);
@@ -416,7 +416,7 @@ export function registerClientCommands(program: Command, ctx: CliContext): void 
     .action(
       act(ctx, async (id: number, _flags: unknown, cmd: Command) => {
         const out = output(cmd);
-        // A task whose status does not allow it is refused by the client (TG_ERR_BAD_REQUEST).
+        // A task whose status does not allow it is refused by the client (TG_ERR_CONFLICT, exit 7).
         const view = await withClient(globalsOf(cmd), io, (client) => client.retry(id));
         if (out.json) out.data(view);
         else out.line(`task ${id} is ${view.status} again`);

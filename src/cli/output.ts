@@ -17,7 +17,7 @@ import { ErrorCode, TaskGridError } from '../errors.ts';
  * | 4 | no worker type of that name (TG_ERR_UNKNOWN_TYPE) |
  * | 5 | no task with that id (TG_ERR_NOT_FOUND) |
  * | 6 | the dispatcher's queue stayed full (TG_ERR_BUSY) |
- * | 7 | any other error reported by the grid (TG_ERR_STORE, TG_ERR_INTERNAL; TG_ERR_BAD_REQUEST, e.g. cancelling a task that succeeded) |
+ * | 7 | any other error reported by the grid (TG_ERR_STORE, TG_ERR_INTERNAL; TG_ERR_CONFLICT, e.g. cancelling a task that succeeded) |
  * | 8 | `result` without `--wait`: the task has not ended yet |
  */
 export const ExitCode = {

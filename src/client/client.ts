@@ -383,15 +383,15 @@ export class TaskGridClient {
    * Cancels a queued or running task; resolves with its state after the cancel (also for a task
    * cancelled before: cancelling is idempotent).
    *
-   * @throws TaskGridError TG_ERR_NOT_FOUND for an unknown id; TG_ERR_BAD_REQUEST for a task
-   *   that had ended otherwise (succeeded or failed).
+   * @throws TaskGridError TG_ERR_NOT_FOUND for an unknown id; TG_ERR_CONFLICT for a task that
+   *   had ended otherwise (succeeded or failed).
    */
   async cancel(id: number): Promise<TaskView> {
     this.#assertOpen();
     const { task } = await this.#call('cancel', { id });
     if (task.status !== 'cancelled') {
       throw new TaskGridError(
-        ErrorCode.BAD_REQUEST,
+        ErrorCode.CONFLICT,
         `task ${id} cannot be cancelled: it had already ended (${task.status})`,
       );
     }
@@ -402,8 +402,8 @@ export class TaskGridClient {
    * Puts a failed or cancelled task back in its queue with fresh attempts; resolves with its
    * state after the retry.
    *
-   * @throws TaskGridError TG_ERR_NOT_FOUND for an unknown id; TG_ERR_BAD_REQUEST for a task
-   *   whose status does not allow it (queued, running or succeeded).
+   * @throws TaskGridError TG_ERR_NOT_FOUND for an unknown id; TG_ERR_CONFLICT for a task whose
+   *   status does not allow it (queued, running or succeeded).
    */
   async retry(id: number): Promise<TaskView> {
     this.#assertOpen();
@@ -414,7 +414,7 @@ export class TaskGridClient {
       (changed === undefined && task.status !== 'queued' && task.status !== 'running')
     ) {
       throw new TaskGridError(
-        ErrorCode.BAD_REQUEST,
+        ErrorCode.CONFLICT,
         `task ${id} cannot be retried: it is ${task.status}, and only a failed or cancelled task can be`,
       );
     }

@@ -86,6 +86,7 @@ const EMPTY_QUERY = z.strictObject({});
 /** HTTP status of each error code; anything else is 500. */
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCode.BAD_REQUEST]: 400,
+  [ErrorCode.CONFLICT]: 409,
   [ErrorCode.BAD_MESSAGE]: 400,
   [ErrorCode.BAD_ARGUMENT]: 400,
   [ErrorCode.UNKNOWN_TYPE]: 400,
@@ -102,7 +103,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCode.UNKNOWN_KIND]: 503,
 };
 
-/** An error with an HTTP status of its own (403, 409, 415) besides its stable code. */
+/** An error with an HTTP status of its own (403, 405, 415, 502) besides its stable code. */
 class HttpError extends TaskGridError {
   override name = 'HttpError';
   readonly status: number;
@@ -517,16 +518,8 @@ export function createApp(deps: MonitoringDeps): MonitoringApp {
   const change = (action: 'cancel' | 'retry') => async (c: Context) => {
     parseQuery(c, EMPTY_QUERY);
     const id = taskId(c);
-    let view: TaskView;
-    try {
-      view = action === 'cancel' ? await grid.cancel(id) : await grid.retry(id);
-    } catch (error) {
-      // The client refuses a change the task's status does not allow: a conflict, not a bad request.
-      if (error instanceof TaskGridError && error.code === ErrorCode.BAD_REQUEST) {
-        throw new HttpError(409, ErrorCode.BAD_REQUEST, error.message);
-      }
-      throw error;
-    }
+    // A change the task's status does not allow is refused by the client: TG_ERR_CONFLICT, 409.
+    const view = action === 'cancel' ? await grid.cancel(id) : await grid.retry(id);
     watcher.noteTask(view);
     return c.json({ task: view });
   };

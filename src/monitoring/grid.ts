@@ -33,9 +33,9 @@ export interface GridSource {
   task(id: number, options?: { payload?: boolean }): Promise<TaskView>;
   /** Submits one task; resolves once the dispatcher committed it. */
   submit(spec: TaskSpec): Promise<{ id: number; duplicate: boolean }>;
-  /** As TaskGridClient.cancel: rejects with TG_ERR_BAD_REQUEST for a task ended otherwise. */
+  /** As TaskGridClient.cancel: rejects with TG_ERR_CONFLICT for a task ended otherwise. */
   cancel(id: number): Promise<TaskView>;
-  /** As TaskGridClient.retry: rejects with TG_ERR_BAD_REQUEST unless the task failed or was cancelled. */
+  /** As TaskGridClient.retry: rejects with TG_ERR_CONFLICT unless the task failed or was cancelled. */
   retry(id: number): Promise<TaskView>;
   /** Every live instance, asked of the nameservices now. */
   listInstances(): Promise<Instance[]>;

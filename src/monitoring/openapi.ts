@@ -89,7 +89,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   401: 'TASKGRID_MONITOR_TOKEN is set and the request has no valid `Authorization: Bearer` token (TG_ERR_AUTH).',
   403: 'Refused (TG_ERR_AUTH): actions are disabled (bound beyond loopback without a token), or a cross-origin or foreign-host request.',
   404: 'No such task, log or route (TG_ERR_NOT_FOUND).',
-  409: 'The task is not in a state that allows the action (TG_ERR_BAD_REQUEST), e.g. cancelling a task that succeeded.',
+  409: 'The task is not in a state that allows the action (TG_ERR_CONFLICT), e.g. cancelling a task that succeeded.',
   413: 'The body is larger than the limit (TG_ERR_TOO_LARGE).',
   415: 'The body is not `application/json` (TG_ERR_BAD_REQUEST).',
   500: 'An unexpected failure inside monitoring (TG_ERR_INTERNAL).',

@@ -217,7 +217,7 @@ describe('taskgrid client commands', { concurrency: true }, () => {
     assert.equal(early.code, ExitCode.GRID_ERROR);
     assert.match(
       stderrLine(early),
-      new RegExp(`^taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be retried: it is (queued|running)`),
+      new RegExp(`^taskgrid: TG_ERR_CONFLICT: task ${id} cannot be retried: it is (queued|running)`),
     );
     const cancel = await run(['cancel', id], env);
     assert.deepEqual([cancel.code, cancel.stdout], [0, `task ${id} cancelled\n`]);
@@ -313,7 +313,7 @@ describe('taskgrid client commands', { concurrency: true }, () => {
     assert.match(stderrLine(none), /cannot read .*nope\.jsonl/);
   });
 
-  test('cancel of a task that had ended exits 7 with TG_ERR_BAD_REQUEST, as REST answers 409', async () => {
+  test('cancel of a task that had ended exits 7 with TG_ERR_CONFLICT, as REST answers 409', async () => {
     const done = await run(['send', 'reverse', 'x', '--wait'], env);
     const id = done.lines[0]!;
     const late = await run(['cancel', id], env);
@@ -321,14 +321,14 @@ describe('taskgrid client commands', { concurrency: true }, () => {
     assert.equal(late.stdout, '');
     assert.equal(
       stderrLine(late),
-      `taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be cancelled: it had already ended (succeeded)`,
+      `taskgrid: TG_ERR_CONFLICT: task ${id} cannot be cancelled: it had already ended (succeeded)`,
     );
     const json = await run(['--json', 'cancel', id], env);
     assert.equal(json.code, ExitCode.GRID_ERROR);
-    assert.equal((JSON.parse(json.stdout) as { error: { code: string } }).error.code, 'TG_ERR_BAD_REQUEST');
+    assert.equal((JSON.parse(json.stdout) as { error: { code: string } }).error.code, 'TG_ERR_CONFLICT');
   });
 
-  test('retry of a task that succeeded exits 7 with TG_ERR_BAD_REQUEST, as REST answers 409', async () => {
+  test('retry of a task that succeeded exits 7 with TG_ERR_CONFLICT, as REST answers 409', async () => {
     // A dispatcher that does not say `changed` answers a retry it cannot make with the task
     // unchanged: the client must tell from the task it gets back.
     const own = await startUdpGrid();
@@ -346,7 +346,7 @@ describe('taskgrid client commands', { concurrency: true }, () => {
       assert.equal(retry.stdout, '');
       assert.equal(
         stderrLine(retry),
-        `taskgrid: TG_ERR_BAD_REQUEST: task ${id} cannot be retried: it is succeeded, and only a failed or cancelled task can be`,
+        `taskgrid: TG_ERR_CONFLICT: task ${id} cannot be retried: it is succeeded, and only a failed or cancelled task can be`,
       );
     } finally {
       await own.close();

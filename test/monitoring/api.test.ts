@@ -359,13 +359,17 @@ describe('acting on tasks', () => {
     assert.equal((await body<TaskChangeResponse>(retried)).task.status, 'queued');
     const queuedAgain = await app.request(`/api/tasks/${queued.id}/retry`, post(''));
     assert.equal(queuedAgain.status, 409, 'a queued task cannot be retried');
-    assert.match((await errorOf(queuedAgain)).message, /cannot be retried: it is queued/);
+    const refusal = await errorOf(queuedAgain);
+    assert.equal(refusal.code, 'TG_ERR_CONFLICT');
+    assert.match(refusal.message, /cannot be retried: it is queued/);
 
     const done = grid.put({ type: 'reverse' });
     grid.finish(done.id, 'ok');
     const conflict = await app.request(`/api/tasks/${done.id}/cancel`, post(''));
     assert.equal(conflict.status, 409);
-    assert.match((await errorOf(conflict)).message, /cannot be cancelled: it had already ended \(succeeded\)/);
+    const ended = await errorOf(conflict);
+    assert.equal(ended.code, 'TG_ERR_CONFLICT');
+    assert.match(ended.message, /cannot be cancelled: it had already ended \(succeeded\)/);
     assert.equal((await app.request(`/api/tasks/${done.id}/retry`, post(''))).status, 409);
     assert.equal((await app.request('/api/tasks/4242/cancel', post(''))).status, 404);
     assert.equal((await app.request('/api/tasks/x/retry', post(''))).status, 400);

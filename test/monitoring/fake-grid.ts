@@ -265,7 +265,7 @@ export class FakeGrid implements GridSource {
       // As TaskGridClient.cancel: idempotent for a cancelled task, refused for one ended otherwise.
       if (t.status !== 'cancelled') {
         throw new TaskGridError(
-          ErrorCode.BAD_REQUEST,
+          ErrorCode.CONFLICT,
           `task ${id} cannot be cancelled: it had already ended (${t.status})`,
         );
       }
@@ -282,7 +282,7 @@ export class FakeGrid implements GridSource {
         });
       }
       // As TaskGridClient.retry: a status that does not allow it is refused.
-      throw new TaskGridError(ErrorCode.BAD_REQUEST, `task ${id} cannot be retried: it is ${t.status}`);
+      throw new TaskGridError(ErrorCode.CONFLICT, `task ${id} cannot be retried: it is ${t.status}`);
     });
   }
 
