@@ -13,7 +13,7 @@ import { loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
 import { ConfigError, ErrorCode, TaskGridError } from '../errors.ts';
 import {
   gridHealth,
-  logComponents,
+  logFiles,
   refuseIfRunning,
   removeState,
   runningGrid,
@@ -23,7 +23,7 @@ import {
 } from '../local/control.ts';
 import { buildGrid, gridBanner, gridComponents, runGrid, type LocalGridOptions } from '../local/grid.ts';
 import { installGridRun, type CliContext } from './main.ts';
-import { ExitCode } from './output.ts';
+import { ExitCode, formatBytes, formatDuration } from './output.ts';
 
 const COMPOSE_FILE = 'docker-compose.generated.yml';
 /** The same grid as a Swarm stack (`docker stack deploy -c`): `regen-compose --swarm`. */
@@ -234,10 +234,7 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
           h.ok ? 'healthy' : 'NOT ANSWERING',
           h.detail,
         ]);
-        const head = ['COMPONENT', 'PID', 'RESTARTS', 'STATE', 'DETAIL'];
-        const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
-        for (const r of [head, ...rows])
-          ctx.io.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`);
+        writeTable(ctx, ['COMPONENT', 'PID', 'RESTARTS', 'STATE', 'DETAIL'], rows);
       }
       ctx.exitCode = healthy ? ExitCode.OK : ExitCode.UNREACHABLE;
     });
@@ -255,8 +252,21 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
       const o = gridOptions(ctx);
       const paths = statePaths(o.config.home);
       if (!component) {
-        const names = logComponents(paths);
-        ctx.io.stdout.write(names.length ? `${names.join('\n')}\n` : `no logs in ${paths.logs}\n`);
+        const files = logFiles(paths);
+        if (files.length === 0) {
+          ctx.io.stdout.write(`no logs in ${paths.logs}\n`);
+          return;
+        }
+        const now = Date.now();
+        writeTable(
+          ctx,
+          ['COMPONENT', 'SIZE', 'LAST WRITTEN'],
+          files.map((f) => [
+            f.component,
+            formatBytes(f.bytes),
+            `${formatDuration(Math.max(0, now - f.modifiedMs))} ago`,
+          ]),
+        );
         return;
       }
       const lines = Number(f.lines);
@@ -311,4 +321,11 @@ export function rewriteManFlag(argv: readonly string[]): string[] {
 /** For tests: the state directory's paths of the current configuration. */
 export function currentPaths(): ReturnType<typeof statePaths> {
   return statePaths(loadConfig(process.env, {}, { projectRoot: findProjectRoot() }).home);
+}
+
+/** Columns padded to their widest cell, two spaces apart, on stdout (no trailing blanks). */
+function writeTable(ctx: CliContext, head: string[], rows: string[][]): void {
+  const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
+  for (const r of [head, ...rows])
+    ctx.io.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
 }

@@ -265,6 +265,14 @@ export function createProgress(
   };
 }
 
+/** `512 B`, `3.4 KiB`, `12.0 MiB`: a size for humans. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(1)} GiB`;
+}
+
 /** `1.2 s`, `3m12s`, `2h05m`: a duration for humans. */
 export function formatDuration(ms: number): string {
   if (ms < 1_000) return `${Math.round(ms)} ms`;

@@ -270,11 +270,33 @@ export function removeState(paths: StatePaths): string[] {
 
 /** Names of the components that have a log file. */
 export function logComponents(paths: StatePaths): string[] {
+  return logFiles(paths).map((f) => f.component);
+}
+
+/** A component's log file: its size and when it was last written (epoch ms). */
+export interface LogFile {
+  component: string;
+  bytes: number;
+  modifiedMs: number;
+}
+
+/**
+ * The log files of a home, by component name. A component that is no longer part of the grid
+ * (its type was removed from workers.json) keeps its log until `reset`; its date tells.
+ */
+export function logFiles(paths: StatePaths): LogFile[] {
   if (!existsSync(paths.logs)) return [];
   return readdirSync(paths.logs)
     .filter((f) => f.endsWith('.log'))
-    .map((f) => f.slice(0, -4))
-    .sort();
+    .sort()
+    .flatMap((f) => {
+      try {
+        const st = statSync(join(paths.logs, f));
+        return st.isFile() ? [{ component: f.slice(0, -4), bytes: st.size, modifiedMs: st.mtimeMs }] : [];
+      } catch {
+        return []; // removed meanwhile
+      }
+    });
 }
 
 /** The last `lines` lines of a component's log; with `follow`, keeps printing what is appended. */

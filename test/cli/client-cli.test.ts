@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -174,5 +174,36 @@ describe('the taskgrid CLI as a process', { concurrency: 3 }, () => {
       '2 of 2 tasks ended: 2 succeeded, 0 failed, 0 cancelled',
     ]);
     assert.equal(mine(), 2);
+  });
+
+  test('logs lists each component log with its size and age, and prints the end of one', async () => {
+    const home = join(tmp, 'logs-home');
+    mkdirSync(join(home, 'logs'), { recursive: true });
+    const homeEnv = { TASKGRID_HOME: home };
+    const empty = await cli(['logs'], homeEnv);
+    assert.equal(empty.code, 0, empty.stderr);
+    assert.deepEqual(empty.lines, [`no logs in ${join(home, 'logs')}`]);
+
+    writeFileSync(join(home, 'logs', 'dispatcher.log'), 'one\ntwo\nthree\n');
+    writeFileSync(join(home, 'logs', 'worker-gone.log'), 'x'.repeat(3 * 1024));
+    // A type removed from workers.json keeps its log until reset: its age says it is old.
+    const twoDaysAgo = (Date.now() - 2 * 86_400_000) / 1000;
+    utimesSync(join(home, 'logs', 'worker-gone.log'), twoDaysAgo, twoDaysAgo);
+    const list = await cli(['logs'], homeEnv);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.lines[0]!, /^COMPONENT\s+SIZE\s+LAST WRITTEN$/);
+    assert.match(list.lines[1]!, /^dispatcher\s+14 B\s+\d+(\.\d)? m?s ago$/);
+    assert.match(list.lines[2]!, /^worker-gone\s+3\.0 KiB\s+2d0\dh ago$/);
+    assert.equal(list.lines.length, 3);
+
+    const tail = await cli(['logs', 'dispatcher', '-n', '2'], homeEnv);
+    assert.equal(tail.code, 0, tail.stderr);
+    assert.deepEqual(tail.lines, ['two', 'three']);
+    const missing = await cli(['logs', 'nameservice'], homeEnv);
+    assert.notEqual(missing.code, 0);
+    assert.match(
+      oneStderrLine(missing),
+      /TG_ERR_NOT_FOUND: no log for "nameservice" .*dispatcher, worker-gone/,
+    );
   });
 });
