@@ -21,7 +21,14 @@ import {
   stopGrid,
   tailLog,
 } from '../local/control.ts';
-import { buildGrid, gridBanner, gridComponents, runGrid, type LocalGridOptions } from '../local/grid.ts';
+import {
+  buildGrid,
+  formatLogLine,
+  gridBanner,
+  gridComponents,
+  runGrid,
+  type LocalGridOptions,
+} from '../local/grid.ts';
 import { installGridRun, type CliContext } from './main.ts';
 import { ExitCode, formatBytes, formatDuration } from './output.ts';
 
@@ -251,8 +258,13 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
     .action(async (component: string | undefined, f: { follow?: boolean; lines: string }) => {
       const o = gridOptions(ctx);
       const paths = statePaths(o.config.home);
+      const json = program.opts<{ json?: boolean }>().json === true;
       if (!component) {
         const files = logFiles(paths);
+        if (json) {
+          ctx.io.stdout.write(`${JSON.stringify({ logs: files })}\n`);
+          return;
+        }
         if (files.length === 0) {
           ctx.io.stdout.write(`no logs in ${paths.logs}\n`);
           return;
@@ -278,6 +290,8 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
         lines,
         follow: f.follow ?? false,
         write: (s) => ctx.io.stdout.write(s),
+        // As the grid's console shows them; --json keeps the files' pino JSON lines.
+        ...(json ? {} : { format: formatLogLine }),
         signal: stop.signal,
       });
     });
@@ -327,5 +341,10 @@ export function currentPaths(): ReturnType<typeof statePaths> {
 function writeTable(ctx: CliContext, head: string[], rows: string[][]): void {
   const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [head, ...rows])
-    ctx.io.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+    ctx.io.stdout.write(
+      `${r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd()}\n`,
+    );
 }

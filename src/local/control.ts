@@ -7,8 +7,10 @@ import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
+  fstatSync,
   openSync,
   readFileSync,
+  readSync,
   readdirSync,
   rmSync,
   statSync,
@@ -299,12 +301,22 @@ export function logFiles(paths: StatePaths): LogFile[] {
     });
 }
 
-/** The last `lines` lines of a component's log; with `follow`, keeps printing what is appended. */
-export async function tailLog(
-  paths: StatePaths,
-  component: string,
-  o: { lines: number; follow: boolean; write: (s: string) => void; signal?: AbortSignal },
-): Promise<void> {
+/** Options of {@link tailLog}. */
+export interface TailOptions {
+  lines: number;
+  follow: boolean;
+  /** Gets whole lines, each with its line break. */
+  write: (s: string) => void;
+  /** How each line is shown (default: as it is in the file). */
+  format?: (line: string) => string;
+  signal?: AbortSignal;
+}
+
+/**
+ * The last `lines` lines of a component's log; with `follow`, keeps printing the lines appended.
+ * Only the end of the file is read, however long the log has grown.
+ */
+export async function tailLog(paths: StatePaths, component: string, o: TailOptions): Promise<void> {
   const file = paths.logFile(component);
   if (!existsSync(file)) {
     throw new TaskGridError(
@@ -312,27 +324,58 @@ export async function tailLog(
       `no log for "${component}" in ${paths.logs} (components with logs: ${logComponents(paths).join(', ') || 'none'})`,
     );
   }
-  const text = readFileSync(file, 'utf8');
-  o.write(
-    text
-      .split('\n')
-      .slice(-o.lines - 1)
-      .join('\n'),
-  );
-  if (!o.follow) return;
-  let offset = statSync(file).size;
-  while (!o.signal?.aborted) {
-    await new Promise((r) => setTimeout(r, 250));
-    const size = statSync(file).size;
-    if (size < offset) offset = 0; // truncated or replaced
-    if (size > offset) {
-      const fd = openSync(file, 'r');
+  const format = o.format ?? ((line: string) => line);
+  const show = (lines: string[]) => {
+    if (lines.length > 0) o.write(lines.map((l) => `${format(l)}\n`).join(''));
+  };
+  const fd = openSync(file, 'r');
+  try {
+    let offset = fstatSync(fd).size;
+    show(lastLines(fd, offset, o.lines));
+    let partial = '';
+    while (o.follow && !o.signal?.aborted) {
+      await new Promise((r) => setTimeout(r, 250));
+      let size: number;
+      try {
+        size = statSync(file).size;
+      } catch {
+        continue; // removed (reset); it may come back
+      }
+      if (size < offset) offset = 0; // truncated or replaced
+      if (size <= offset) continue;
       const buf = Buffer.alloc(size - offset);
-      const { readSync } = await import('node:fs');
-      readSync(fd, buf, 0, buf.length, offset);
-      closeSync(fd);
+      const f = openSync(file, 'r');
+      try {
+        readSync(f, buf, 0, buf.length, offset);
+      } finally {
+        closeSync(f);
+      }
       offset = size;
-      o.write(buf.toString('utf8'));
+      const parts = (partial + buf.toString('utf8')).split('\n');
+      partial = parts.pop()!;
+      show(parts);
     }
+  } finally {
+    closeSync(fd);
   }
+}
+
+/** The last `n` complete or final lines of the first `size` bytes of a file, read from its end. */
+function lastLines(fd: number, size: number, n: number): string[] {
+  if (n === 0 || size === 0) return [];
+  const chunks: Buffer[] = [];
+  let pos = size;
+  let breaks = 0;
+  // One line break more than lines wanted marks where the first of them starts.
+  while (pos > 0 && breaks <= n) {
+    const len = Math.min(64 * 1024, pos);
+    pos -= len;
+    const buf = Buffer.alloc(len);
+    readSync(fd, buf, 0, len, pos);
+    chunks.unshift(buf);
+    for (const b of buf) if (b === 0x0a) breaks++;
+  }
+  const lines = Buffer.concat(chunks).toString('utf8').split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  return lines.slice(-n);
 }

@@ -176,7 +176,7 @@ describe('the taskgrid CLI as a process', { concurrency: 3 }, () => {
     assert.equal(mine(), 2);
   });
 
-  test('logs lists each component log with its size and age, and prints the end of one', async () => {
+  test('logs lists each component log with its size and age, and prints the end of one as the console shows it', async () => {
     const home = join(tmp, 'logs-home');
     mkdirSync(join(home, 'logs'), { recursive: true });
     const homeEnv = { TASKGRID_HOME: home };
@@ -199,6 +199,20 @@ describe('the taskgrid CLI as a process', { concurrency: 3 }, () => {
     const tail = await cli(['logs', 'dispatcher', '-n', '2'], homeEnv);
     assert.equal(tail.code, 0, tail.stderr);
     assert.deepEqual(tail.lines, ['two', 'three']);
+    const pino = '{"level":40,"time":1,"pid":7,"msg":"worker lost","id":"w1"}';
+    writeFileSync(join(home, 'logs', 'dispatcher.log'), `${pino}\n`);
+    assert.deepEqual((await cli(['logs', 'dispatcher'], homeEnv)).lines, ['WARN  worker lost  id=w1']);
+    assert.deepEqual((await cli(['--json', 'logs', 'dispatcher'], homeEnv)).lines, [pino]);
+    const listed = JSON.parse((await cli(['--json', 'logs'], homeEnv)).stdout) as {
+      logs: { component: string; bytes: number }[];
+    };
+    assert.deepEqual(
+      listed.logs.map((l) => [l.component, l.bytes]),
+      [
+        ['dispatcher', pino.length + 1],
+        ['worker-gone', 3 * 1024],
+      ],
+    );
     const missing = await cli(['logs', 'nameservice'], homeEnv);
     assert.notEqual(missing.code, 0);
     assert.match(
