@@ -189,11 +189,14 @@ export class MonitoringMetrics {
     });
     const perType: Gauge<string> = new Gauge({
       name: 'taskgrid_worker_instances',
-      help: 'Live worker instances per task type they serve.',
+      help: 'Live worker instances per task type they serve; 0 for a type the dispatcher knows that none serves.',
       labelNames: ['type'],
       registers,
       collect: () => {
         perType.reset();
+        // A type whose workers are all gone keeps its series at 0, so that an alert on
+        // `taskgrid_worker_instances == 0` fires (a missing series matches no comparison).
+        for (const type of Object.keys(this.#stats?.types ?? {})) perType.set({ type }, 0);
         for (const i of this.#liveWorkers()) for (const type of i.types) perType.inc({ type });
       },
     });

@@ -96,6 +96,23 @@ describe('metrics', () => {
     assert.ok(text.includes('taskgrid_tasks{type="hash",status="succeeded"} 1'));
   });
 
+  test('a type whose workers are all gone has taskgrid_worker_instances 0, not no series', async () => {
+    const clock = new ManualClock();
+    const grid = new FakeGrid(clock);
+    const { app, watcher } = makeApp({ grid, clock });
+    grid.addWorker('worker-sum-1', ['sum'], 6002);
+    grid.put({ type: 'sum', payload: '1,2' });
+    await watcher.pollOnce();
+    let text = await (await app.request('/metrics')).text();
+    assert.ok(text.split('\n').includes('taskgrid_worker_instances{type="sum"} 1'), text);
+    grid.removeWorker('worker-sum-1');
+    await watcher.pollOnce();
+    text = await (await app.request('/metrics')).text();
+    // An alert on `taskgrid_worker_instances == 0` must see the type without workers.
+    assert.ok(text.split('\n').includes('taskgrid_worker_instances{type="sum"} 0'), text.slice(0, 4000));
+    await watcher.close();
+  });
+
   test('two services keep their metrics apart: no global registry', async () => {
     const one = makeApp();
     const two = makeApp();
