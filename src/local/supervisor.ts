@@ -179,8 +179,12 @@ export class Supervisor {
       const ranMs = Date.now() - r.startedAt;
       if (ranMs >= this.#o.stableAfterMs) r.delay = this.#o.restartDelayMs;
       r.restarts++;
-      this.#o.write(
-        `${this.#prefix(r.spec.name)} exited (${signal ?? `code ${code}`}) after ${ranMs} ms; restart ${r.restarts} in ${r.delay} ms`,
+      const msg = `exited (${signal ?? `code ${code}`}) after ${ranMs} ms; restart ${r.restarts} in ${r.delay} ms`;
+      this.#o.write(`${this.#prefix(r.spec.name)} ${msg}`);
+      // The component's own log says it too, as a log line of its own format (pino JSON, level
+      // error): `taskgrid logs <component>` then shows why its pid changed, not only grid.log.
+      r.log?.write(
+        `${JSON.stringify({ level: 50, time: Date.now(), component: r.spec.name, pid: proc.pid, exitCode: code, signal, ranMs, restart: r.restarts, delayMs: r.delay, msg })}\n`,
       );
       r.timer = setTimeout(() => {
         r.timer = undefined;
