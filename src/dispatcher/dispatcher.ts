@@ -942,13 +942,19 @@ export class Dispatcher {
 
   async #stats(): Promise<ReplyBody<'stats'>> {
     const counts = await this.#store.counts();
+    const oldest = await this.#store.oldestQueued();
     const now = this.#now();
     const types: Record<string, TypeStats> = {};
     const totals = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, throughput: 0 };
     for (const name of new Set([...this.#knownTypes, ...counts.keys()])) {
       const c = counts.get(name) ?? { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
       const timing = this.#timing.timing(name, now);
-      types[name] = { ...c, ...timing };
+      const oldestAt = oldest.get(name);
+      types[name] = {
+        ...c,
+        ...timing,
+        ...(oldestAt !== undefined && { oldestQueuedMs: Math.max(0, now - oldestAt) }),
+      };
       totals.queued += c.queued;
       totals.running += c.running;
       totals.succeeded += c.succeeded;

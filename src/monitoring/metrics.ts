@@ -60,6 +60,7 @@ export class MonitoringMetrics {
   readonly #up: Gauge<'component'>;
   readonly #tasks: Gauge<'type' | 'status'>;
   readonly #queueDepth: Gauge<'type'>;
+  readonly #oldestQueued: Gauge<'type'>;
   readonly #finished: Counter<'type' | 'status'>;
   readonly #runDuration: Histogram<'type' | 'worker'>;
   readonly #waitDuration: Histogram<'type'>;
@@ -87,6 +88,12 @@ export class MonitoringMetrics {
     this.#queueDepth = new Gauge({
       name: 'taskgrid_queue_depth',
       help: 'Queued tasks per type (waiting or backing off before a retry).',
+      labelNames: ['type'],
+      registers,
+    });
+    this.#oldestQueued = new Gauge({
+      name: 'taskgrid_queue_oldest_age_seconds',
+      help: "Age of the oldest queued task per type, since its submission (the dispatcher's clock); 0 when none is queued.",
       labelNames: ['type'],
       registers,
     });
@@ -293,9 +300,11 @@ export class MonitoringMetrics {
     this.#stats = stats;
     this.#tasks.reset();
     this.#queueDepth.reset();
+    this.#oldestQueued.reset();
     for (const [type, s] of Object.entries(stats.types)) {
       for (const status of STATUSES) this.#tasks.set({ type, status }, s[status]);
       this.#queueDepth.set({ type }, s.queued);
+      this.#oldestQueued.set({ type }, (s.oldestQueuedMs ?? 0) / 1000);
       const last = this.#lastCounts.get(type);
       for (const status of FINAL_STATUSES) {
         // The first sight of a type counts what it already has; afterwards only increases

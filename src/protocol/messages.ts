@@ -119,6 +119,8 @@ export const TypeStats = z.strictObject({
   throughput: z.number().min(0),
   runMs: Percentiles,
   waitMs: Percentiles,
+  /** Age in ms of the oldest queued task (since its submission), by the dispatcher's clock; absent when none is queued. */
+  oldestQueuedMs: z.number().min(0).optional(),
 });
 
 export const WorkerStats = z.strictObject({

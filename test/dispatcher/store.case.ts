@@ -245,6 +245,31 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     );
 
     test(
+      'oldestQueued gives per type the submission time of its oldest queued task, backing off included',
+      withStore(async (store) => {
+        assert.deepEqual(await store.oldestQueued(), new Map());
+        const [a] = await submitIds(store, tasksOf('a', 1), T0);
+        await submitIds(store, tasksOf('a', 2), T0 + 10);
+        await submitIds(store, tasksOf('b', 1), T0 + 20);
+        assert.deepEqual(
+          await store.oldestQueued(),
+          new Map([
+            ['a', T0],
+            ['b', T0 + 20],
+          ]),
+        );
+        // The oldest 'a' runs: the next queued one is the oldest; b runs and ends: b has none.
+        await store.claim({ type: 'a', limit: 1, worker: 'w', leaseMs: 1_000 }, T0 + 30);
+        const [b] = await store.claim({ type: 'b', limit: 1, worker: 'w', leaseMs: 1_000 }, T0 + 30);
+        await store.complete([ok(b!.id, b!.attempt)], T0 + 40);
+        assert.deepEqual(await store.oldestQueued(), new Map([['a', T0 + 10]]));
+        // The first 'a' fails and backs off: queued again, it is the oldest once more.
+        await store.complete([fail(a!, 1)], T0 + 50);
+        assert.deepEqual(await store.oldestQueued(), new Map([['a', T0]]));
+      }),
+    );
+
+    test(
       'a spec with invalid values gets its own error and the rest of the batch is stored',
       withStore(async (store) => {
         const results = await store.submit(

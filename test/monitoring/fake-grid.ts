@@ -167,6 +167,10 @@ export class FakeGrid implements GridSource {
       if (!s) continue;
       s[t.status]++;
       totals[t.status]++;
+      if (t.status === 'queued') {
+        const age = Math.max(0, this.#clock.now() - t.createdAt);
+        s.oldestQueuedMs = Math.max(s.oldestQueuedMs ?? 0, age);
+      }
       if (t.status === 'succeeded') {
         s.throughput = 0.5;
         s.runMs = { p50: 12, p95: 40 };

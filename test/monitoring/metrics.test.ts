@@ -113,6 +113,34 @@ describe('metrics', () => {
     await watcher.close();
   });
 
+  test('taskgrid_queue_oldest_age_seconds gives the age of the oldest queued task per type, 0 when none', async () => {
+    const clock = new ManualClock();
+    const grid = new FakeGrid(clock);
+    const { app, watcher } = makeApp({ grid, clock });
+    const first = grid.put({ type: 'sum', payload: '1' });
+    clock.advance(30_000);
+    grid.put({ type: 'sum', payload: '2' });
+    grid.put({ type: 'hash', payload: 'x' });
+    clock.advance(5_000);
+    await watcher.pollOnce();
+    let lines = (await (await app.request('/metrics')).text()).split('\n');
+    assert.ok(
+      lines.includes('taskgrid_queue_oldest_age_seconds{type="sum"} 35'),
+      lines.join('\n').slice(0, 3000),
+    );
+    assert.ok(lines.includes('taskgrid_queue_oldest_age_seconds{type="hash"} 5'));
+    grid.start(first.id, 'w');
+    grid.finish(first.id, '1');
+    await watcher.pollOnce();
+    lines = (await (await app.request('/metrics')).text()).split('\n');
+    assert.ok(lines.includes('taskgrid_queue_oldest_age_seconds{type="sum"} 5'));
+    const body = (await (await app.request('/api/stats')).json()) as {
+      types: Record<string, { oldestQueuedMs?: number }>;
+    };
+    assert.equal(body.types.sum?.oldestQueuedMs, 5_000);
+    await watcher.close();
+  });
+
   test('two services keep their metrics apart: no global registry', async () => {
     const one = makeApp();
     const two = makeApp();

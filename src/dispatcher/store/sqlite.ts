@@ -599,6 +599,25 @@ export class SqliteTaskStore implements TaskStore {
     });
   }
 
+  oldestQueued(): Promise<Map<string, number>> {
+    return this.#call('oldestQueued', () => {
+      const out = new Map<string, number>();
+      for (const { id: typeId, name } of this.#s.allTypes.all() as { id: number; name: string }[]) {
+        if (this.#count(typeId, 0) === 0) continue;
+        // One indexed MIN per state: MIN over `state IN (0, 5)` would scan the type's queue.
+        let oldest: number | undefined;
+        for (const state of [State.ready, State.delayed]) {
+          const id = this.#s.oldestInState.get(state, typeId) as number | null;
+          if (id !== null && (oldest === undefined || id < oldest)) oldest = id;
+        }
+        if (oldest === undefined) continue;
+        const createdAt = this.#s.createdAt.get(oldest) as number | undefined;
+        if (createdAt !== undefined) out.set(name, createdAt);
+      }
+      return out;
+    });
+  }
+
   queueDepth(type: string): Promise<number> {
     return this.#call('queueDepth', () => {
       const typeId = this.#findTypeId(type);
@@ -1374,6 +1393,8 @@ function prepare(db: Database.Database) {
        WHERE id = ? AND state = 1 AND attempts = ?`,
     ),
     running: p(`SELECT ${ATTEMPT_COLUMNS} FROM tasks INDEXED BY tasks_list WHERE state = 1`),
+    oldestInState: v(`SELECT MIN(id) FROM tasks INDEXED BY tasks_list WHERE state = ? AND type_id = ?`),
+    createdAt: v(`SELECT created_at FROM tasks WHERE id = ?`),
     nextDelayed: v(
       `SELECT MIN(available_at) FROM tasks INDEXED BY tasks_delayed WHERE state = 5 AND type_id = ?`,
     ),

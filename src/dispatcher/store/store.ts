@@ -314,6 +314,13 @@ export interface TaskStore {
   /** Tasks per type and status (types ever seen), cheap enough to call every second. */
   counts(): Promise<Map<string, StatusCounts>>;
 
+  /**
+   * Per type with queued tasks (waiting or backing off), the submission time (`createdAt`) of
+   * its oldest queued task: the lowest id, as ids grow with submission. Cheap enough to call
+   * every second (an indexed lookup per type). Types with none queued are absent.
+   */
+  oldestQueued(): Promise<Map<string, number>>;
+
   /** Queued tasks of a type (waiting or backing off), as `counts` would say. */
   queueDepth(type: string): Promise<number>;
 
