@@ -71,6 +71,8 @@ export const DISPATCHER_DEFAULTS = {
   /** ...and at most this many. */
   keepFinishedMax: 1_000_000,
   pruneEveryMs: 60_000,
+  /** Most tasks one store transaction prunes; a round repeats batches until it is done. */
+  pruneBatch: 10_000,
   /** Most tasks in one TASK request to a worker. */
   dispatchBatch: 512,
   /** Most tasks in one DONE request to a client. */
@@ -105,6 +107,7 @@ export interface DispatcherOptions {
   keepFinishedMs?: number;
   keepFinishedMax?: number;
   pruneEveryMs?: number;
+  pruneBatch?: number;
   dispatchBatch?: number;
   notifyBatch?: number;
   notifyBytes?: number;
@@ -192,6 +195,7 @@ export class Dispatcher {
   #backoffTimerAt = Infinity;
   #pruneTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  #pruning = false;
   #roundRobin = 0;
   /** The worker of each claim of the turn being committed (set by #claims). */
   #planned: readonly WorkerState[] = NO_WORKERS;
@@ -217,6 +221,7 @@ export class Dispatcher {
       keepFinishedMs: options.keepFinishedMs ?? d.keepFinishedMs,
       keepFinishedMax: options.keepFinishedMax ?? d.keepFinishedMax,
       pruneEveryMs: options.pruneEveryMs ?? d.pruneEveryMs,
+      pruneBatch: options.pruneBatch ?? d.pruneBatch,
       dispatchBatch: options.dispatchBatch ?? d.dispatchBatch,
       notifyBatch: options.notifyBatch ?? d.notifyBatch,
       notifyBytes: options.notifyBytes ?? d.notifyBytes,
@@ -926,15 +931,35 @@ export class Dispatcher {
     this.#backoffTimer.unref();
   }
 
+  /**
+   * One pruning round: batches of at most `pruneBatch` tasks (one transaction each, with a turn
+   * of the event loop between them for submits and results) until nothing is over the retention
+   * limits. One batch a round capped pruning at 10,000 tasks a minute, below what a busy grid
+   * ends: its store then grew for ever. Rounds never overlap.
+   */
   async #prune(): Promise<void> {
+    if (this.#pruning) return;
+    this.#pruning = true;
+    let pruned = 0;
+    let batches = 0;
     try {
-      const r = await this.#store.prune(this.#now(), {
-        keepMs: this.#o.keepFinishedMs,
-        keepMax: this.#o.keepFinishedMax,
-      });
-      if (r.pruned > 0) this.#log.info({ pruned: r.pruned }, 'pruned finished tasks');
+      for (;;) {
+        const r = await this.#store.prune(this.#now(), {
+          keepMs: this.#o.keepFinishedMs,
+          keepMax: this.#o.keepFinishedMax,
+          limit: this.#o.pruneBatch,
+        });
+        pruned += r.pruned;
+        batches++;
+        if (!r.more || r.pruned === 0 || this.#closed) break;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (this.#closed) break;
+      }
     } catch (err) {
-      this.#log.error({ err }, 'prune failed');
+      if (!this.#closed) this.#log.error({ err }, 'prune failed');
+    } finally {
+      this.#pruning = false;
+      if (pruned > 0) this.#log.info({ pruned, batches }, 'pruned finished tasks');
     }
   }
 

@@ -31,6 +31,9 @@ interface GridOptions {
   requestTimeoutMs?: number;
   /** Workers' nameservice lease; default {@link LEASE_TTL_MS}. */
   leaseTtlMs?: number;
+  keepFinishedMax?: number;
+  pruneEveryMs?: number;
+  pruneBatch?: number;
 }
 
 class MemGrid {
@@ -196,6 +199,23 @@ describe('the dispatcher', () => {
       assert.equal(v.result, `p${i}`);
       assert.equal(v.attempts, 1);
     });
+  });
+
+  test('one prune round removes every task over the retention limits, in batches, not one batch per round', async () => {
+    // A round every second used to remove at most one batch (10,000 tasks): a grid that ends
+    // more tasks than that a minute could never get back under TASKGRID_KEEP_FINISHED_MAX.
+    const g = await grid({}, { keepFinishedMax: 5, pruneEveryMs: 1_000, pruneBatch: 10 });
+    await g.worker(['echo']);
+    const ids = await g.ids(Array.from({ length: 45 }, (_, i) => ({ type: 'echo', payload: `p${i}` })));
+    await g.waitAll(ids);
+    const finished = async () => {
+      const { types } = await g.client.request(g.dAddr, 'stats', {});
+      return types.echo!.succeeded;
+    };
+    // Within one round (and a little) of the tasks' end, not four or more rounds later.
+    const deadline = Date.now() + 1_300;
+    while ((await finished()) > 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await finished(), 5);
   });
 
   test('answers get-result of long results in replies that stay small, naming the tasks left out', async () => {
