@@ -56,6 +56,8 @@ export class MonitoringMetrics {
   #instances: Instance[] = [];
   readonly #lastCounts = new Map<string, Record<(typeof FINAL_STATUSES)[number], number>>();
   readonly #workerLabels = new Set<string>();
+  /** Types some live worker served since this service started. */
+  readonly #servedTypes = new Set<string>();
 
   readonly #up: Gauge<'component'>;
   readonly #tasks: Gauge<'type' | 'status'>;
@@ -196,14 +198,19 @@ export class MonitoringMetrics {
     });
     const perType: Gauge<string> = new Gauge({
       name: 'taskgrid_worker_instances',
-      help: 'Live worker instances per task type they serve; 0 for a type the dispatcher knows that none serves.',
+      help: 'Live worker instances per task type they serve; 0 for a type none serves that was served before or has tasks queued or running.',
       labelNames: ['type'],
       registers,
       collect: () => {
         perType.reset();
-        // A type whose workers are all gone keeps its series at 0, so that an alert on
-        // `taskgrid_worker_instances == 0` fires (a missing series matches no comparison).
-        for (const type of Object.keys(this.#stats?.types ?? {})) perType.set({ type }, 0);
+        // A type whose workers are all gone, or whose tasks wait for a worker, keeps its series
+        // at 0, so that an alert on `taskgrid_worker_instances == 0` fires (a missing series
+        // matches no comparison). A type only left in the store (removed from workers.json,
+        // nothing waiting) gets none, so that it raises no alert for ever.
+        for (const i of this.#liveWorkers()) for (const type of i.types) this.#servedTypes.add(type);
+        for (const [type, s] of Object.entries(this.#stats?.types ?? {}))
+          if (s.queued + s.running > 0) perType.set({ type }, 0);
+        for (const type of this.#servedTypes) perType.set({ type }, 0);
         for (const i of this.#liveWorkers()) for (const type of i.types) perType.inc({ type });
       },
     });

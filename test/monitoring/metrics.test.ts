@@ -110,6 +110,15 @@ describe('metrics', () => {
     text = await (await app.request('/metrics')).text();
     // An alert on `taskgrid_worker_instances == 0` must see the type without workers.
     assert.ok(text.split('\n').includes('taskgrid_worker_instances{type="sum"} 0'), text.slice(0, 4000));
+    // A type never served here with a task waiting is at 0 too; one with nothing waiting has no series.
+    grid.knownTypes.add('orphan');
+    grid.knownTypes.add('retired');
+    grid.put({ type: 'orphan', payload: 'x' });
+    await watcher.pollOnce();
+    text = await (await app.request('/metrics')).text();
+    assert.ok(text.split('\n').includes('taskgrid_worker_instances{type="orphan"} 0'), text.slice(0, 4000));
+    assert.ok(text.includes('taskgrid_tasks{type="retired",status="queued"} 0'));
+    assert.ok(!text.includes('taskgrid_worker_instances{type="retired"}'));
     await watcher.close();
   });
 
