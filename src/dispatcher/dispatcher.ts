@@ -196,6 +196,8 @@ export class Dispatcher {
   #pruneTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #pruning = false;
+  /** Tasks pruned since start, per type and final status (reported by `stats`). */
+  readonly #prunedTotals = new Map<string, { succeeded: number; failed: number; cancelled: number }>();
   #roundRobin = 0;
   /** The worker of each claim of the turn being committed (set by #claims). */
   #planned: readonly WorkerState[] = NO_WORKERS;
@@ -951,6 +953,13 @@ export class Dispatcher {
         });
         pruned += r.pruned;
         batches++;
+        for (const [type, c] of r.byType ?? []) {
+          const t = this.#prunedTotals.get(type) ?? { succeeded: 0, failed: 0, cancelled: 0 };
+          t.succeeded += c.succeeded;
+          t.failed += c.failed;
+          t.cancelled += c.cancelled;
+          this.#prunedTotals.set(type, t);
+        }
         if (!r.more || r.pruned === 0 || this.#closed) break;
         await new Promise<void>((resolve) => setImmediate(resolve));
         if (this.#closed) break;
@@ -975,10 +984,12 @@ export class Dispatcher {
       const c = counts.get(name) ?? { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
       const timing = this.#timing.timing(name, now);
       const oldestAt = oldest.get(name);
+      const pruned = this.#prunedTotals.get(name);
       types[name] = {
         ...c,
         ...timing,
         ...(oldestAt !== undefined && { oldestQueuedMs: Math.max(0, now - oldestAt) }),
+        ...(pruned && { pruned: { ...pruned } }),
       };
       totals.queued += c.queued;
       totals.running += c.running;

@@ -6,8 +6,9 @@
  * Where the numbers come from:
  * - queue depths, tasks per status, throughput and the dispatcher's percentiles: its `stats`
  *   reply, polled once a second (gauges);
- * - tasks finished per type and status (counters): increases of those counts between polls, so
- *   that they stay monotonic across dispatcher restarts and the pruning of old tasks;
+ * - tasks finished per type and status (counters): increases of those counts between polls, plus
+ *   the tasks the dispatcher says it pruned meanwhile, so that they stay monotonic across
+ *   dispatcher restarts and the pruning of old tasks, and miss none that end as a round prunes;
  * - run time and queue wait histograms per type and worker: tasks monitoring saw end while
  *   polling (under heavy load it sees a sample of them, not every task);
  * - per-worker counters and the dispatcher's transport counters: mirrored from `stats` as the
@@ -56,6 +57,7 @@ export class MonitoringMetrics {
   #instances: Instance[] = [];
   readonly #lastCounts = new Map<string, Record<(typeof FINAL_STATUSES)[number], number>>();
   readonly #workerLabels = new Set<string>();
+  readonly #lastPruned = new Map<string, Record<(typeof FINAL_STATUSES)[number], number>>();
   /** Types some live worker served since this service started. */
   readonly #servedTypes = new Set<string>();
 
@@ -313,14 +315,25 @@ export class MonitoringMetrics {
       this.#queueDepth.set({ type }, s.queued);
       this.#oldestQueued.set({ type }, (s.oldestQueuedMs ?? 0) / 1000);
       const last = this.#lastCounts.get(type);
+      const lastPruned = this.#lastPruned.get(type);
       for (const status of FINAL_STATUSES) {
-        // The first sight of a type counts what it already has; afterwards only increases
-        // count, so that pruning (counts drop) and restarts never make the counter go back.
-        const delta = last ? s[status] - last[status] : s[status];
+        // The first sight of a type counts what it already has; afterwards the increase of the
+        // stored count plus what the dispatcher pruned meanwhile (its pruned counters restart
+        // from 0 with it), so that tasks ending in the same poll as a pruning round are counted
+        // and pruning and restarts never make the counter go back.
+        const pruned = s.pruned?.[status] ?? 0;
+        const before = lastPruned?.[status] ?? 0;
+        const prunedDelta = pruned >= before ? pruned - before : pruned;
+        const delta = last ? s[status] - last[status] + prunedDelta : s[status];
         if (delta > 0) this.#finished.inc({ type, status }, delta);
         else if (!last) this.#finished.inc({ type, status }, 0);
       }
       this.#lastCounts.set(type, { succeeded: s.succeeded, failed: s.failed, cancelled: s.cancelled });
+      this.#lastPruned.set(type, {
+        succeeded: s.pruned?.succeeded ?? 0,
+        failed: s.pruned?.failed ?? 0,
+        cancelled: s.pruned?.cancelled ?? 0,
+      });
     }
   }
 

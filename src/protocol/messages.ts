@@ -121,6 +121,17 @@ export const TypeStats = z.strictObject({
   waitMs: Percentiles,
   /** Age in ms of the oldest queued task (since its submission), by the dispatcher's clock; absent when none is queued. */
   oldestQueuedMs: z.number().min(0).optional(),
+  /**
+   * Tasks of the type the dispatcher pruned since it started, per final status: with the
+   * counts above, what ended (monitoring's finished counters add them back). Absent when none.
+   */
+  pruned: z
+    .strictObject({
+      succeeded: z.number().int().min(0),
+      failed: z.number().int().min(0),
+      cancelled: z.number().int().min(0),
+    })
+    .optional(),
 });
 
 export const WorkerStats = z.strictObject({

@@ -757,21 +757,25 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         for (let i = 0; i < 6; i++) await store.complete([ok(claimed[i]!.id, 1)], T0 + 1 + i);
         assert.deepEqual(await store.prune(T0 + 10, { keepMs: 100, keepMax: 100 }), {
           pruned: 0,
+          byType: new Map(),
           more: false,
         });
 
         // Age: finished before T0+3 (two tasks).
         assert.deepEqual(await store.prune(T0 + 103, { keepMs: 100, keepMax: 100 }), {
           pruned: 2,
+          byType: new Map([['p', { succeeded: 2, failed: 0, cancelled: 0 }]]),
           more: false,
         });
         // Count: keep the newest 2 of the remaining 4, one per call.
         assert.deepEqual(await store.prune(T0 + 103, { keepMs: 1_000, keepMax: 2, limit: 1 }), {
           pruned: 1,
+          byType: new Map([['p', { succeeded: 1, failed: 0, cancelled: 0 }]]),
           more: true,
         });
         assert.deepEqual(await store.prune(T0 + 103, { keepMs: 1_000, keepMax: 2, limit: 1 }), {
           pruned: 1,
+          byType: new Map([['p', { succeeded: 1, failed: 0, cancelled: 0 }]]),
           more: false,
         });
         const left = await store.get(ids);
@@ -789,6 +793,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         ]);
         assert.deepEqual(await store.prune(T0 + 10_000_000, { keepMs: 0, keepMax: 0 }), {
           pruned: 2,
+          byType: new Map([['p', { succeeded: 2, failed: 0, cancelled: 0 }]]),
           more: false,
         });
         await assertCountsTrue(store);

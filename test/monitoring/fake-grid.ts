@@ -53,6 +53,8 @@ export class FakeGrid implements GridSource {
   readonly knownTypes = new Set<string>(['reverse', 'sum', 'hash', 'upper', 'wait']);
   workers: Instance[] = [];
   dispatcherDown = false;
+  /** Tasks pruned per type and final status, as the dispatcher's stats report them. */
+  readonly pruned = new Map<string, { succeeded: number; failed: number; cancelled: number }>();
   nameserviceDown = false;
   /** Ports whose ping fails. */
   readonly deadPorts = new Set<number>();
@@ -88,6 +90,21 @@ export class FakeGrid implements GridSource {
     this.workers.push(instance);
     for (const l of this.#listeners) l({ upserted: [instance], removed: [] });
     return instance;
+  }
+
+  /** Removes an ended task as the dispatcher's retention does, counting it as pruned. */
+  prune(id: number): void {
+    const t = this.tasksById.get(id);
+    if (!t || (t.status !== 'succeeded' && t.status !== 'failed' && t.status !== 'cancelled')) return;
+    this.tasksById.delete(id);
+    const c = this.pruned.get(t.type) ?? { succeeded: 0, failed: 0, cancelled: 0 };
+    c[t.status]++;
+    this.pruned.set(t.type, c);
+  }
+
+  /** The dispatcher restarted: its pruned counters start again from 0. */
+  restartDispatcher(): void {
+    this.pruned.clear();
   }
 
   removeWorker(id: string): void {
@@ -177,6 +194,7 @@ export class FakeGrid implements GridSource {
         s.waitMs = { p50: 3, p95: 9 };
       }
     }
+    for (const [type, c] of this.pruned) if (types[type]) types[type].pruned = { ...c };
     totals.throughput = Object.values(types).reduce((n, s) => n + s.throughput, 0);
     const workers = this.workers.map((w) => ({
       id: w.id,

@@ -150,6 +150,32 @@ describe('metrics', () => {
     await watcher.close();
   });
 
+  test('finished counters count the tasks that end while a pruning round removes others, across dispatcher restarts', async () => {
+    const clock = new ManualClock();
+    const grid = new FakeGrid(clock);
+    const { app, watcher } = makeApp({ grid, clock });
+    const ids = [1, 2, 3].map(() => grid.put({ type: 'hash' }).id);
+    for (const id of ids) grid.finish(id, 'd');
+    await watcher.pollOnce();
+    // Between two polls: the three are pruned and one more ends (the stored count drops by 2).
+    for (const id of ids) grid.prune(id);
+    grid.finish(grid.put({ type: 'hash' }).id, 'd');
+    await watcher.pollOnce();
+    const finished = async () =>
+      /taskgrid_tasks_finished_total\{type="hash",status="succeeded"\} (\d+)/.exec(
+        await (await app.request('/metrics')).text(),
+      )?.[1];
+    assert.equal(await finished(), '4');
+    // The dispatcher restarts (pruned counters from 0), then ends and prunes one more: 5.
+    grid.restartDispatcher();
+    const last = grid.put({ type: 'hash' }).id;
+    grid.finish(last, 'd');
+    grid.prune(last);
+    await watcher.pollOnce();
+    assert.equal(await finished(), '5');
+    await watcher.close();
+  });
+
   test('two services keep their metrics apart: no global registry', async () => {
     const one = makeApp();
     const two = makeApp();

@@ -31,6 +31,7 @@ import type {
   ChangeResult,
   ClaimRequest,
   CompleteResult,
+  FinalCounts,
   GetResult,
   ListQuery,
   PruneResult,
@@ -1210,10 +1211,17 @@ export class SqliteTaskStore implements TaskStore {
     const limit = Math.max(0, Math.floor(policy.limit ?? STORE_DEFAULTS.pruneLimit));
     const deltas = new CountDeltas();
     let pruned = 0;
+    const byType = new Map<string, FinalCounts>();
     const take = (rows: { id: number; type_id: number; state: number }[]): void => {
       for (const row of rows) {
         s.remove.run(row.id);
         deltas.add(row.type_id, row.state, -1);
+        const name = this.#typeName(row.type_id);
+        let c = byType.get(name);
+        if (!c) byType.set(name, (c = { succeeded: 0, failed: 0, cancelled: 0 }));
+        if (row.state === State.succeeded) c.succeeded++;
+        else if (row.state === State.failed) c.failed++;
+        else if (row.state === State.cancelled) c.cancelled++;
       }
       pruned += rows.length;
     };
@@ -1238,7 +1246,7 @@ export class SqliteTaskStore implements TaskStore {
     // The id sequence is kept only here: ids above every stored one are free, except those of
     // pruned tasks, which must never come back.
     if (pruned > 0) s.setNextId.run(this.#nextId);
-    return { pruned, more: !ageDone || excess > room };
+    return { pruned, byType, more: !ageDone || excess > room };
   }
 
   #list(query: ListQuery): TaskPage {

@@ -152,6 +152,13 @@ export interface StatusCounts {
   cancelled: number;
 }
 
+/** Tasks per final status. */
+export interface FinalCounts {
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+}
+
 /** A page request over tasks, newest first. */
 export interface ListQuery {
   readonly status?: TaskStatus;
@@ -183,6 +190,8 @@ export interface RetentionPolicy {
 /** What `prune` removed. */
 export interface PruneResult {
   readonly pruned: number;
+  /** The tasks removed per type and final status (types with none removed are absent). */
+  readonly byType?: ReadonlyMap<string, FinalCounts>;
   /** True when the limit stopped the call before everything due was removed: call again. */
   readonly more: boolean;
 }
