@@ -49,5 +49,18 @@ function describeLoadError(err: unknown): string {
     // registers tsx) and outside `node --import tsx`.
     return `${err.message} (TypeScript modules need tsx registered in the importing thread)`;
   }
+  const code = (err as NodeJS.ErrnoException).code;
+  if (
+    code === 'ERR_REQUIRE_CYCLE_MODULE' ||
+    code === 'ERR_REQUIRE_ESM' ||
+    code === 'ERR_REQUIRE_ASYNC_MODULE'
+  ) {
+    // A module outside a package of "type": "module" (a TASKGRID_TYPES_DIR elsewhere than this
+    // project) is taken for CommonJS, and its ES syntax then fails with Node's own wording.
+    return (
+      `${err.message} (the module is loaded as CommonJS because no package.json with {"type": "module"} ` +
+      `is in its folder or above: add one, or name the module .mjs)`
+    );
+  }
   return err.message;
 }

@@ -2,7 +2,8 @@
  * Finding and loading task type modules, and refusing what is not one.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,6 +14,7 @@ import type { HandlerContext } from '../../src/worker/handler-api.ts';
 
 const fixtures = fileURLToPath(new URL('../fixtures/handlers/', import.meta.url));
 const builtins = fileURLToPath(new URL('../../worker_types/', import.meta.url));
+const root = fileURLToPath(new URL('../../', import.meta.url));
 
 const ctx: HandlerContext = {
   signal: new AbortController().signal,
@@ -91,6 +93,27 @@ describe('loadHandler', () => {
       loadHandler(fixtures, 'broken'),
       configError(/^task type "broken": .*broken\.ts failed to load: broken fixture: top-level failure$/),
     );
+  });
+
+  test('a TypeScript module in a folder without package.json "type": "module" is refused with what to do', async () => {
+    // tsx loads such a .ts file as CommonJS; Node 20.19+ then says only "Cannot require() ES
+    // Module ... in a cycle". Run as the worker runs (plain node with tsx registered), not in
+    // this test process, which loads it fine.
+    const dir = join(scratch, 'nopkg');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'shout.ts'), "export function handle(p: string): string { return p + '!'; }\n");
+    const script = `import { register } from 'tsx/esm/api';
+register();
+const { importHandler } = await import(${JSON.stringify(join(root, 'src/worker/import-handler.ts'))});
+try { await importHandler(${JSON.stringify(join(dir, 'shout.ts'))}, 'shout'); console.log('loaded'); }
+catch (err) { console.log(err.message); }`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    if (out.trim() === 'loaded') return; // a Node that loads it (no require(esm)): nothing to explain
+    assert.match(out, /task type "shout": .*shout\.ts failed to load: /);
+    assert.match(out, /package\.json with \{"type": "module"\}/);
   });
 
   test('refuses type names that could leave the directory', async () => {
