@@ -5,10 +5,16 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateCompose } from '../compose/generate.ts';
-import { UNSIGNED_WARNED_ENV, UNSIGNED_WARNING, formatHostPort, statePaths, type Config } from '../config/env.ts';
+import {
+  UNSIGNED_WARNED_ENV,
+  UNSIGNED_WARNING,
+  formatHostPort,
+  statePaths,
+  type Config,
+} from '../config/env.ts';
 import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
 import { removeStateFile, writeState, type GridState } from './control.ts';
 import { Supervisor, type ComponentSpec } from './supervisor.ts';
@@ -84,10 +90,14 @@ export function buildGrid(
       .join(', ')})`,
   );
   let tsc: string | undefined;
-  try {
-    tsc = createRequire(join(o.root, 'package.json')).resolve('typescript/bin/tsc');
-  } catch {
-    // An installed package ships dist/ already built.
+  // An installed package ships dist/ already built, and no tsconfig.build.json: TypeScript
+  // that resolves from it is the application's own, not a reason to compile it.
+  if (existsSync(join(o.root, 'tsconfig.build.json'))) {
+    try {
+      tsc = createRequire(join(o.root, 'package.json')).resolve('typescript/bin/tsc');
+    } catch {
+      // A checkout installed without its devDependencies: run what is built.
+    }
   }
   if (tsc) {
     o.say('compiling (tsc -p tsconfig.build.json)…');
