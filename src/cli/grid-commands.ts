@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { generateCompose } from '../compose/generate.ts';
 import { findProjectRoot, loadConfig, statePaths } from '../config/env.ts';
@@ -36,14 +36,28 @@ const COMPOSE_FILE = 'docker-compose.generated.yml';
 /** The same grid as a Swarm stack (`docker stack deploy -c`): `regen-compose --swarm`. */
 const STACK_FILE = 'docker-stack.generated.yml';
 
+/**
+ * TASKGRID_WORKERS_FILE and TASKGRID_TYPES_DIR as absolute paths: a relative one names a path
+ * from the directory the command runs in, and is made absolute in `env` too, since the grid's
+ * supervisor and components inherit `env` but run from the package's folder (which, for an
+ * installed package, is node_modules/taskgrid, holding the package's own workers.json).
+ */
+export function absoluteTypePaths(env: NodeJS.ProcessEnv, cwd: string): void {
+  for (const name of ['TASKGRID_WORKERS_FILE', 'TASKGRID_TYPES_DIR'] as const) {
+    const value = env[name];
+    if (value) env[name] = resolve(cwd, value);
+  }
+}
+
 function gridOptions(ctx: CliContext): LocalGridOptions {
   const root = findProjectRoot();
   const config = loadConfig(process.env, {}, { projectRoot: root });
+  absoluteTypePaths(process.env, process.cwd());
   return {
     config,
     root,
-    workersFile: process.env.TASKGRID_WORKERS_FILE ?? join(root, 'workers.json'),
-    typesDir: process.env.TASKGRID_TYPES_DIR ?? join(root, 'worker_types'),
+    workersFile: process.env.TASKGRID_WORKERS_FILE || join(root, 'workers.json'),
+    typesDir: process.env.TASKGRID_TYPES_DIR || join(root, 'worker_types'),
     say: (line) => ctx.io.stdout.write(`taskgrid: ${line}\n`),
   };
 }

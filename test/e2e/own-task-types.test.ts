@@ -1,0 +1,104 @@
+/**
+ * A developer's own task types: a workers.json and a folder of handler modules in their own
+ * project, named by relative TASKGRID_WORKERS_FILE and TASKGRID_TYPES_DIR from where they run
+ * `taskgrid`.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ROOT } from '../support/process.ts';
+
+async function freeTcpPort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+async function freeUdpPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const { port } = s.address();
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** A project of the developer's own: one type per module given, run from its folder. */
+async function project(modules: Record<string, string>) {
+  const dir = mkdtempSync(join(tmpdir(), 'taskgrid-own-types-'));
+  mkdirSync(join(dir, 'handlers'));
+  for (const [name, text] of Object.entries(modules))
+    writeFileSync(join(dir, 'handlers', `${name}.mjs`), text);
+  const entries = Object.keys(modules).map((name) => ({
+    name,
+    active: true,
+    description: name,
+    replicas: 1,
+    concurrency: 2,
+    timeoutMs: 5000,
+    maxAttempts: 1,
+  }));
+  writeFileSync(join(dir, 'my-workers.json'), JSON.stringify(entries));
+  const nsPort = await freeUdpPort();
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TASKGRID_HOME: join(dir, 'home'),
+    TASKGRID_NAMESERVICE_PORT: String(nsPort),
+    TASKGRID_NAMESERVICE: `127.0.0.1:${nsPort}`,
+    TASKGRID_DISPATCHER_PORT: String(await freeUdpPort()),
+    TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
+    TASKGRID_WORKERS_FILE: 'my-workers.json',
+    TASKGRID_TYPES_DIR: 'handlers',
+  };
+  const cli = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const p = spawn(process.execPath, [join(ROOT, 'bin/taskgrid.js'), ...args], {
+        cwd: dir,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      p.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+  const cleanup = async () => {
+    await cli(['stop']);
+    // Whatever the stop missed (a failed assertion before the grid was up, say).
+    try {
+      const state = JSON.parse(readFileSync(join(dir, 'home', 'run', 'grid.json'), 'utf8')) as {
+        supervisorPid: number;
+      };
+      process.kill(state.supervisorPid, 'SIGKILL');
+    } catch {
+      // no grid left
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { dir, cli, cleanup };
+}
+
+test(
+  'relative TASKGRID_WORKERS_FILE and TASKGRID_TYPES_DIR name the files of the folder taskgrid runs in, for every component',
+  { timeout: 120_000 },
+  async () => {
+    const p = await project({ shout: 'export const handle = (payload) => `${payload.toUpperCase()}!`;\n' });
+    try {
+      const up = await p.cli(['run', '-d']);
+      assert.equal(up.code, 0, up.stdout + up.stderr);
+      assert.match(up.stdout, /TaskGrid is up: .*, 1 worker processes/);
+      const run = await p.cli(['run', 'shout', 'hi']);
+      assert.equal(run.code, 0, run.stdout + run.stderr);
+      assert.equal(run.stdout.trim(), 'HI!');
+    } finally {
+      await p.cleanup();
+    }
+  },
+);
