@@ -20,7 +20,7 @@ import {
 import { join } from 'node:path';
 import { TaskGridClient } from '../client/index.ts';
 import { statePaths, type Config, type StatePaths } from '../config/env.ts';
-import { ErrorCode, TaskGridError } from '../errors.ts';
+import { ErrorCode, TaskGridError, isErrorCode } from '../errors.ts';
 
 export interface GridState {
   supervisorPid: number;
@@ -108,6 +108,7 @@ export async function startDetached(o: DetachOptions): Promise<GridState> {
   mkdirSync(paths.logs, { recursive: true });
   const logPath = join(paths.logs, 'grid.log');
   const fd = openSync(logPath, 'a');
+  const logStart = statSync(logPath).size;
   const child = spawn(process.execPath, [join(o.root, 'bin/taskgrid.js'), ...o.args], {
     cwd: o.root,
     env: process.env,
@@ -121,12 +122,9 @@ export async function startDetached(o: DetachOptions): Promise<GridState> {
     const s = readState(paths);
     if (s?.ready) break;
     if (!isAlive(child.pid) || Date.now() > deadline) {
-      const tail = readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-15).join('\n  ');
+      const log = readFileSync(logPath).subarray(logStart).toString('utf8');
       if (isAlive(child.pid)) process.kill(child.pid!, 'SIGTERM');
-      throw new TaskGridError(
-        ErrorCode.UNREACHABLE,
-        `the grid did not become ready; the end of ${logPath}:\n  ${tail}`,
-      );
+      throw startFailure(log, logPath);
     }
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -139,6 +137,36 @@ export async function startDetached(o: DetachOptions): Promise<GridState> {
     );
   }
   return readState(paths)!;
+}
+
+/** How the supervisor says that a component failed before it was ready (startDetached reads it). */
+export const START_FAILED = 'the grid could not start: ';
+
+/**
+ * Why a detached grid did not start, from what its supervisor logged in this run: the reason it
+ * gave ("the grid could not start: worker-x exited before it was ready: ..."), with the code of
+ * the component's own error (a handler module that does not load is TG_ERR_CONFIG, exit 2),
+ * rather than the last lines of the interleaved log, where the reason hides between the other
+ * components' shutdown lines.
+ */
+export function startFailure(log: string, logPath: string): TaskGridError {
+  const at = log.lastIndexOf(START_FAILED);
+  if (at >= 0) {
+    const lines = log.slice(at).trimEnd().split('\n');
+    // The reason's own lines are indented; the supervisor's next lines are not.
+    const end = lines.findIndex((l, i) => i > 0 && !l.startsWith('  '));
+    const reason = (end < 0 ? lines : lines.slice(0, end)).map((l) => l.trim()).join(' ');
+    const code = /\b(TG_ERR_[A-Z_]+)\b/.exec(reason.slice(START_FAILED.length))?.[1];
+    return new TaskGridError(
+      isErrorCode(code) ? code : ErrorCode.UNREACHABLE,
+      `${reason} (the whole log: ${logPath})`,
+    );
+  }
+  const tail = log.trimEnd().split('\n').slice(-15).join('\n  ');
+  return new TaskGridError(
+    ErrorCode.UNREACHABLE,
+    `the grid did not become ready; the end of ${logPath}:\n  ${tail}`,
+  );
 }
 
 export interface ComponentHealth {

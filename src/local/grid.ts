@@ -16,7 +16,7 @@ import {
   type Config,
 } from '../config/env.ts';
 import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
-import { removeStateFile, writeState, type GridState } from './control.ts';
+import { START_FAILED, removeStateFile, writeState, type GridState } from './control.ts';
 import { Supervisor, type ComponentSpec } from './supervisor.ts';
 
 export interface LocalGridOptions {
@@ -195,7 +195,7 @@ export async function runGrid(
     await supervisor.start(specs[0]!);
     await Promise.all(specs.slice(1).map((s) => supervisor.start(s)));
   } catch (err) {
-    o.say(`the grid could not start: ${err instanceof Error ? err.message : String(err)}`);
+    o.say(`${START_FAILED}${err instanceof Error ? err.message : String(err)}`);
     await supervisor.stop();
     removeStateFile(paths);
     return 1;

@@ -1,7 +1,7 @@
 /**
  * A developer's own task types: a workers.json and a folder of handler modules in their own
  * project, named by relative TASKGRID_WORKERS_FILE and TASKGRID_TYPES_DIR from where they run
- * `taskgrid`.
+ * `taskgrid`, and a handler that does not load reported as such by `taskgrid run -d`.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -97,6 +97,24 @@ test(
       const run = await p.cli(['run', 'shout', 'hi']);
       assert.equal(run.code, 0, run.stdout + run.stderr);
       assert.equal(run.stdout.trim(), 'HI!');
+    } finally {
+      await p.cleanup();
+    }
+  },
+);
+
+test(
+  'a handler module that does not load makes `run -d` fail with its TG_ERR_CONFIG line, not a timeout and a log tail',
+  { timeout: 120_000 },
+  async () => {
+    const p = await project({ broken: 'export const handle = (payload) => payload +;\n' });
+    try {
+      const up = await p.cli(['run', '-d']);
+      assert.equal(up.code, 2, up.stdout + up.stderr);
+      const line = up.stderr.trim();
+      assert.match(line, /^taskgrid: TG_ERR_CONFIG: the grid could not start: worker-broken exited/);
+      assert.match(line, /task type "broken": .*handlers\/broken\.mjs failed to load/);
+      assert.doesNotMatch(line, /INFO/, 'no other component lines');
     } finally {
       await p.cleanup();
     }
