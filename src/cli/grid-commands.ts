@@ -113,8 +113,13 @@ async function runBuilt(
   if (f.docker) return docker(o, ['up', ...(f.detach ? ['-d'] : [])]);
   if (f.supervise) return runGrid(o, entries, { banner: false });
   if (f.detach) {
-    await startDetached({ root: o.root, config: o.config, args: ['run', '--supervise'], say: o.say });
-    gridBanner(o, gridComponents(entries), { detached: true });
+    const state = await startDetached({
+      root: o.root,
+      config: o.config,
+      args: ['run', '--supervise'],
+      say: o.say,
+    });
+    gridBanner(o, gridComponents(entries), { detached: true, state });
     return ExitCode.OK;
   }
   refuseIfRunning(statePaths(o.config.home));

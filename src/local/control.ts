@@ -27,7 +27,16 @@ export interface GridState {
   startedAt: number;
   /** True once every component printed its ready line. */
   ready: boolean;
-  components: Record<string, { pid: number | undefined; restarts: number; args: string[] }>;
+  components: Record<
+    string,
+    {
+      pid: number | undefined;
+      restarts: number;
+      args: string[];
+      /** Where it listens, from its ready line (a port given as 0 is the one it got). */
+      address?: { host: string; port: number } | undefined;
+    }
+  >;
 }
 
 export function stateFile(paths: StatePaths): string {
@@ -231,7 +240,8 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
       });
     }
     if (state?.components.monitoring) {
-      const url = `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind}:${config.monitoringPort}/healthz`;
+      const port = state.components.monitoring.address?.port ?? config.monitoringPort;
+      const url = `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind}:${port}/healthz`;
       try {
         const res = await fetch(url, { signal: AbortSignal.timeout(3_000) });
         out.push({ ...base('monitoring'), ok: res.ok, detail: `HTTP ${res.status} from ${url}` });

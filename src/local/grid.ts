@@ -113,22 +113,33 @@ export function buildGrid(
 }
 
 /** Where the monitoring service of a local grid serves its dashboard. */
-export function dashboardUrl(config: Config): string {
+export function dashboardUrl(config: Config, port: number = config.monitoringPort): string {
   const host = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${config.monitoringPort}/`;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
 }
 
 /** Tells a person where the grid is and how to send it a task. */
-export function gridBanner(o: LocalGridOptions, specs: ComponentSpec[], how: { detached: boolean }): void {
+export function gridBanner(
+  o: LocalGridOptions,
+  specs: ComponentSpec[],
+  how: { detached: boolean; state?: GridState | undefined },
+): void {
   const ns = o.config.nameservices[0]!;
   const paths = statePaths(o.config.home);
+  const types = specs.filter((s) => s.args[0] === 'worker').map((s) => s.args[1]!);
+  const example = types.includes('reverse') ? 'reverse' : types[0];
   o.say('');
   o.say(
     `TaskGrid is up: nameservice udp/${formatHostPort(ns)}, dispatcher udp/${o.config.bind}:${o.config.dispatcherPort}, ${specs.filter((s) => s.name.startsWith('worker-')).length} worker processes.`,
   );
-  o.say(`Dashboard: ${dashboardUrl(o.config)}   (REST API under /api, Prometheus metrics at /metrics)`);
-  o.say('Send a task' + (how.detached ? ':' : ' from another terminal:'));
-  o.say('  npx taskgrid send reverse Hello --wait');
+  const monitoringPort = how.state?.components.monitoring?.address?.port;
+  o.say(
+    `Dashboard: ${dashboardUrl(o.config, monitoringPort)}   (REST API under /api, Prometheus metrics at /metrics)`,
+  );
+  if (example) {
+    o.say('Send a task' + (how.detached ? ':' : ' from another terminal:'));
+    o.say(`  npx taskgrid send ${example} Hello --wait`);
+  }
   o.say(
     how.detached
       ? `Logs: ${paths.logs} (npx taskgrid logs <component>)   Status: npx taskgrid status   Stop: npx taskgrid stop`
@@ -154,11 +165,13 @@ export async function runGrid(
   const save = () => {
     const pids = supervisor.pids();
     const restarts = supervisor.restarts();
+    const addresses = supervisor.addresses();
     for (const spec of specs) {
       state.components[spec.name] = {
         pid: pids[spec.name],
         restarts: restarts[spec.name] ?? 0,
         args: spec.args,
+        address: addresses[spec.name],
       };
     }
     writeState(paths, state);
@@ -202,6 +215,6 @@ export async function runGrid(
   }
   state.ready = true;
   save();
-  if (how.banner) gridBanner(o, specs, { detached: false });
+  if (how.banner) gridBanner(o, specs, { detached: false, state });
   return stopped;
 }

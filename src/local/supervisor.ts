@@ -61,6 +61,8 @@ interface Running {
   readyWaiters: { resolve: () => void; reject: (err: Error) => void }[];
   log: WriteStream | undefined;
   lastLines: string[];
+  /** Where the component said it listens, in its ready line (its real port when given 0). */
+  address: { host: string; port: number } | undefined;
 }
 
 const COLORS = [36, 33, 35, 32, 34, 31, 96, 93, 95, 92, 94];
@@ -98,6 +100,11 @@ export class Supervisor {
     return Object.fromEntries([...this.#running].map(([name, r]) => [name, r.restarts]));
   }
 
+  /** Each ready component's address, as its ready line gave it. */
+  addresses(): Record<string, { host: string; port: number } | undefined> {
+    return Object.fromEntries([...this.#running].map(([name, r]) => [name, r.address]));
+  }
+
   pids(): Record<string, number | undefined> {
     return Object.fromEntries([...this.#running].map(([name, r]) => [name, r.proc?.pid]));
   }
@@ -121,6 +128,7 @@ export class Supervisor {
         ? createWriteStream(join(this.#o.logDir, `${spec.name}.log`), { flags: 'a' })
         : undefined,
       lastLines: [],
+      address: undefined,
     };
     this.#running.set(spec.name, r);
     const ready = new Promise<void>((resolve, reject) => r.readyWaiters.push({ resolve, reject }));
@@ -152,9 +160,14 @@ export class Supervisor {
     r.startedAt = Date.now();
     this.#o.onChange();
     const onLine = (line: string) => {
-      if (!r.ready && line.includes('"msg":"ready"')) {
-        r.ready = true;
-        for (const w of r.readyWaiters.splice(0)) w.resolve();
+      // Every ready line, a restart's too: given port 0, a restarted component listens elsewhere.
+      if (line.includes('"msg":"ready"')) {
+        r.address = readyAddress(line) ?? r.address;
+        if (!r.ready) {
+          r.ready = true;
+          for (const w of r.readyWaiters.splice(0)) w.resolve();
+        }
+        this.#o.onChange();
       }
       r.log?.write(`${line}\n`);
       r.lastLines.push(line);
@@ -220,5 +233,18 @@ export class Supervisor {
         clearTimeout(t);
       }),
     );
+  }
+}
+
+/** The `address` of a component's ready line, if it has a well-formed one. */
+function readyAddress(line: string): { host: string; port: number } | undefined {
+  try {
+    const v = JSON.parse(line) as { address?: { host?: unknown; port?: unknown } };
+    const a = v.address;
+    return a && typeof a.host === 'string' && typeof a.port === 'number'
+      ? { host: a.host, port: a.port }
+      : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -30,7 +30,7 @@ async function freeUdpPort(): Promise<number> {
 }
 
 /** A project of the developer's own: one type per module given, run from its folder. */
-async function project(modules: Record<string, string>) {
+async function project(modules: Record<string, string>, extraEnv: NodeJS.ProcessEnv = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'taskgrid-own-types-'));
   mkdirSync(join(dir, 'handlers'));
   for (const [name, text] of Object.entries(modules))
@@ -55,6 +55,7 @@ async function project(modules: Record<string, string>) {
     TASKGRID_MONITORING_PORT: String(await freeTcpPort()),
     TASKGRID_WORKERS_FILE: 'my-workers.json',
     TASKGRID_TYPES_DIR: 'handlers',
+    ...extraEnv,
   };
   const cli = (args: string[]) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
@@ -115,6 +116,31 @@ test(
       assert.match(line, /^taskgrid: TG_ERR_CONFIG: the grid could not start: worker-broken exited/);
       assert.match(line, /task type "broken": .*handlers\/broken\.mjs failed to load/);
       assert.doesNotMatch(line, /INFO/, 'no other component lines');
+    } finally {
+      await p.cleanup();
+    }
+  },
+);
+
+test(
+  'a detached grid with TASKGRID_MONITORING_PORT=0 is healthy and names the port its dashboard got, and a task type it serves',
+  { timeout: 120_000 },
+  async () => {
+    const p = await project(
+      { shout: 'export const handle = (payload) => `${payload.toUpperCase()}!`;\n' },
+      { TASKGRID_MONITORING_PORT: '0' },
+    );
+    try {
+      const up = await p.cli(['run', '-d']);
+      assert.equal(up.code, 0, up.stdout + up.stderr);
+      const url = /Dashboard: (http:\/\/127\.0\.0\.1:(\d+)\/)/.exec(up.stdout);
+      assert.ok(url && url[2] !== '0', up.stdout);
+      assert.match(up.stdout, /npx taskgrid send shout Hello --wait/);
+      const res = await fetch(`${url[1]}healthz`);
+      assert.equal(res.status, 200);
+      const status = await p.cli(['status', '--json']);
+      assert.equal(status.code, 0, status.stdout + status.stderr);
+      assert.equal((JSON.parse(status.stdout) as { healthy: boolean }).healthy, true);
     } finally {
       await p.cleanup();
     }
