@@ -55,6 +55,12 @@ export interface WaitOptions {
   timeoutMs?: number;
   /** Called as each task ends, in the order they end. */
   onTask?: (view: TaskView) => void;
+  /**
+   * Ends the wait early, rejecting with the signal's reason (an `AbortError` DOMException for
+   * `controller.abort()`, a `TimeoutError` for `AbortSignal.timeout()`). Only this wait ends:
+   * the tasks go on (cancel one with {@link TaskGridClient.cancel}), as do other waits.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of {@link TaskGridClient.run}: the task's own settings and how long to wait. */
@@ -68,6 +74,11 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Called with the task's id once the dispatcher has acknowledged it, before the wait. */
   onSubmitted?: (id: number) => void;
+  /**
+   * Ends the run early with the signal's reason: before the submission, nothing is submitted;
+   * after it, the wait ends and the task goes on (see {@link WaitOptions.signal}).
+   */
+  signal?: AbortSignal | undefined;
 }
 
 export type StatsReply = ReplyBody<'stats'>;
@@ -363,6 +374,7 @@ export class TaskGridClient {
    *   succeed; whatever {@link submit} and {@link wait} throw.
    */
   async run(type: string, payload: string, options: RunOptions = {}): Promise<string> {
+    options.signal?.throwIfAborted();
     const spec: TaskSpec = { type, payload };
     if (options.key !== undefined) spec.key = options.key;
     if (options.priority !== undefined) spec.priority = options.priority;
@@ -372,6 +384,7 @@ export class TaskGridClient {
     options.onSubmitted?.(id);
     const waitOptions: WaitOptions = {};
     if (options.timeoutMs !== undefined) waitOptions.timeoutMs = options.timeoutMs;
+    if (options.signal !== undefined) waitOptions.signal = options.signal;
     // A new task was submitted with notify, so its end will be pushed without a watch; a
     // duplicate (same key) may have ended long ago, and only a watch says so at once.
     const [view] = await this.#wait([id], waitOptions, duplicate);
@@ -558,6 +571,8 @@ export class TaskGridClient {
 
   #wait(ids: readonly number[], options: WaitOptions, watch: boolean): Promise<TaskView[]> {
     if (this.#closed) return Promise.reject(new TaskGridError(ErrorCode.CLOSED, 'client is closed'));
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
     for (const id of ids) {
       if (!Number.isSafeInteger(id) || id < 1) {
         return Promise.reject(new TaskGridError(ErrorCode.BAD_REQUEST, `${String(id)} is not a task id`));
@@ -569,8 +584,10 @@ export class TaskGridClient {
       const found = new Map<number, TaskView>();
       let settled = false;
       let timer: unknown;
+      const onAbort = (): void => fail(signal!.reason as Error);
       const cleanup = (): void => {
         settled = true;
+        signal?.removeEventListener('abort', onAbort);
         this.#clock.clearTimeout(timer);
         this.#openWaits.delete(fail);
         for (const id of unique) this.#completions.unlisten(id, listener);
@@ -615,6 +632,7 @@ export class TaskGridClient {
       if (settled) return;
 
       this.#openWaits.add(fail);
+      signal?.addEventListener('abort', onAbort, { once: true });
       // Beyond what a Node timer can hold (about 24.8 days) counts as no deadline.
       if (timeoutMs <= MAX_TIMER_MS) {
         timer = this.#clock.setTimeout(() => fail(this.#timeoutError(unique, found, timeoutMs)), timeoutMs);

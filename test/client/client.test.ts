@@ -469,3 +469,39 @@ test('close ends waits in progress with TG_ERR_CLOSED and refuses later calls', 
   await rejectsWith(waiting, ErrorCode.CLOSED);
   await rejectsWith(g.client.submit({ type: 'reverse', payload: 'x' }), ErrorCode.CLOSED);
 });
+
+test('an AbortSignal ends a wait or a run early with its reason, leaving the client and the task alone', async (t) => {
+  const g = await grid({ dispatcher: { waitScaleMs: 1000 } });
+  t.after(() => g.close());
+  const id = await g.client.submit({ type: 'wait', payload: '30' });
+  const controller = new AbortController();
+  const waiting = g.client.wait(id, { timeoutMs: 10_000, signal: controller.signal });
+  const other = g.client.wait(id, { timeoutMs: 10_000 });
+  await new Promise((r) => setTimeout(r, 20));
+  const started = Date.now();
+  controller.abort();
+  await assert.rejects(waiting, (err: Error) => err.name === 'AbortError');
+  assert.ok(Date.now() - started < 500);
+  // The other wait goes on; the task is still running; the client still serves.
+  assert.equal((await g.client.result(id)).status, 'running');
+  assert.equal((await g.client.cancel(id)).status, 'cancelled');
+  assert.equal((await other).status, 'cancelled');
+
+  // Already aborted: refused before anything is sent, with the signal's own reason.
+  const reason = new Error('the user went away');
+  const submitted: number[] = [];
+  await assert.rejects(
+    g.client.run('reverse', 'x', {
+      signal: AbortSignal.abort(reason),
+      onSubmitted: (i) => submitted.push(i),
+    }),
+    (err) => err === reason,
+  );
+  assert.deepEqual(submitted, []);
+  // A timeout signal ends a run as its TimeoutError.
+  await assert.rejects(
+    g.client.run('wait', '30', { signal: AbortSignal.timeout(50) }),
+    (err: Error) => err.name === 'TimeoutError',
+  );
+  assert.equal(await g.client.run('reverse', 'abc'), 'cba');
+});
