@@ -164,7 +164,8 @@ export class Dispatcher {
   readonly #assigned = new Map<number, string>();
   /** Types whose queue may hold claimable tasks. */
   readonly #maybeQueued = new Set<string>();
-  readonly #progress = new Map<number, number>();
+  /** The last progress reported for each running task: its fraction and its message. */
+  readonly #progress = new Map<number, { fraction?: number; message?: string }>();
   readonly #watchers = new Watchers();
   /** After a restart, the attempts the store records as running, by worker, until confirmed. */
   readonly #recovered = new Map<string, { id: number; attempt: number }[]>();
@@ -339,7 +340,11 @@ export class Dispatcher {
     });
     t.handle('stats', () => this.#stats());
     t.onNotification('progress', (b) => {
-      if (this.#assigned.has(b.id) && b.progress !== undefined) this.#progress.set(b.id, b.progress);
+      if (!this.#assigned.has(b.id) || (b.progress === undefined && b.message === undefined)) return;
+      const p = this.#progress.get(b.id) ?? {};
+      if (b.progress !== undefined) p.fraction = b.progress;
+      if (b.message !== undefined) p.message = b.message;
+      this.#progress.set(b.id, p);
     });
   }
 
@@ -779,7 +784,11 @@ export class Dispatcher {
 
   #withProgress(v: TaskView): TaskView {
     const p = v.status === 'running' ? this.#progress.get(v.id) : undefined;
-    return p === undefined ? v : { ...v, progress: p };
+    if (p === undefined) return v;
+    const view = { ...v };
+    if (p.fraction !== undefined) view.progress = p.fraction;
+    if (p.message !== undefined) view.progressMessage = p.message;
+    return view;
   }
 
   async #onCancel(id: number): Promise<ReplyBody<'cancel'>> {

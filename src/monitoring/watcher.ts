@@ -58,7 +58,7 @@ export function summarize(view: TaskView, previewChars: number): TaskSummary {
 
 /** What makes a change of a task worth an event. */
 function signature(v: TaskView): string {
-  return `${v.status}|${v.attempts}|${v.worker ?? ''}|${v.progress ?? ''}|${v.finishedAt ?? ''}`;
+  return `${v.status}|${v.attempts}|${v.worker ?? ''}|${v.progress ?? ''}|${v.progressMessage ?? ''}|${v.finishedAt ?? ''}`;
 }
 
 /**

@@ -62,6 +62,8 @@ export const TaskView = z.strictObject({
   finishedAt: z.number().optional(),
   worker: z.string().optional(),
   progress: z.number().min(0).max(1).optional(),
+  /** The last message of the running attempt's progress reports (`ctx.progress(f, message)`). */
+  progressMessage: z.string().max(1024).optional(),
 });
 
 /** A task as the dispatcher hands it to a worker. */

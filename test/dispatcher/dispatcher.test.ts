@@ -260,6 +260,26 @@ describe('the dispatcher', () => {
     assert.ok(Date.now() - started < 15_000);
   });
 
+  test('shows a running task’s progress, its fraction and its message, in the task’s view', async () => {
+    const g = await grid({});
+    await g.mute(['echo']);
+    const [id] = await g.ids([{ type: 'echo', payload: 'x' }]);
+    for (let i = 0; i < 100 && (await g.views([id!]))[0]!.status !== 'running'; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    g.client.notify(g.dAddr, 'progress', { id: id!, attempt: 1, progress: 0.5, message: 'halfway' });
+    await new Promise((r) => setTimeout(r, 100));
+    let [view] = await g.views([id!]);
+    assert.equal(view!.progress, 0.5);
+    assert.equal(view!.progressMessage, 'halfway');
+    // A message alone keeps the fraction; a fraction alone keeps the message.
+    g.client.notify(g.dAddr, 'progress', { id: id!, attempt: 1, message: 'uploading' });
+    g.client.notify(g.dAddr, 'progress', { id: id!, attempt: 1, progress: 0.75 });
+    await new Promise((r) => setTimeout(r, 100));
+    [view] = await g.views([id!]);
+    assert.equal(view!.progress, 0.75);
+    assert.equal(view!.progressMessage, 'uploading');
+  });
+
   test('refuses a type nobody serves with TG_ERR_UNKNOWN_TYPE, per task', async () => {
     const g = await grid();
     const [good, bad] = await g.submit([

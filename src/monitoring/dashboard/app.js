@@ -690,8 +690,12 @@ function renderDetail() {
     ['Finished', fmtTime(t.finishedAt)],
     ['Run time', fmtMs(duration(t))],
   ];
-  if (t.progress !== undefined && t.status === 'running')
-    fields.push(['Progress', `${Math.round(t.progress * 100)}%`]);
+  if ((t.progress !== undefined || t.progressMessage !== undefined) && t.status === 'running') {
+    const parts = [];
+    if (t.progress !== undefined) parts.push(`${Math.round(t.progress * 100)}%`);
+    if (t.progressMessage !== undefined) parts.push(t.progressMessage);
+    fields.push(['Progress', parts.join(' — ')]);
+  }
   $('detail-fields').replaceChildren(...fields.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   setText(
     'detail-payload',
