@@ -7,11 +7,10 @@
  * workers, nameservice, both ways) crosses a relay. Components can be SIGKILLed and restarted
  * on the same port behind the same relay. `stop()` stops every process started here.
  */
-import dgram from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { rssMb, startTs, type Child } from './process.ts';
+import { freeUdpPort, rssMb, startTs, type Child } from './process.ts';
 
 export interface ChaosFaults {
   loss: number;
@@ -32,18 +31,6 @@ interface Ready {
   msg: string;
   address: { host: string; port: number };
   id?: string;
-}
-
-/** A UDP port on 127.0.0.1 that was free a moment ago. */
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => resolve());
-  });
-  const port = s.address().port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 /** One component slot: its own port, the relay in front of it, and its current process. */
