@@ -208,8 +208,14 @@ test(
       assert.match(view.error?.message ?? '', new RegExp(`above its limit of ${limitMb} MB`));
       assert.equal(worker.proc.exitCode, null, 'the worker process is still up');
       assert.equal(await client.run('echo', 'after the hoard', { timeoutMs: 30_000 }), 'after the hoard');
-      const rss = await rssMb(worker.pid);
-      assert.ok(rss < limitMb, `worker RSS ${rss.toFixed(0)} MiB, under ${limitMb} MiB again`);
+      // The stopped thread's memory goes back to the system as it is torn down: within seconds,
+      // not necessarily before the next task's reply (one run read 1,046 MiB against 1,040).
+      let rss = await rssMb(worker.pid);
+      for (const deadline = Date.now() + 10_000; rss >= limitMb && Date.now() < deadline;) {
+        await new Promise((r) => setTimeout(r, 200));
+        rss = await rssMb(worker.pid);
+      }
+      assert.ok(rss < limitMb, `worker RSS ${rss.toFixed(0)} MiB, under ${limitMb} MiB again within 10 s`);
     } finally {
       await client.close();
       await grid.stop();
