@@ -20,7 +20,7 @@ export const ErrorCode = {
   CLOSED: 'TG_ERR_CLOSED',
   /** A signed grid got an unsigned, badly signed or stale datagram (never replied to). */
   AUTH: 'TG_ERR_AUTH',
-  /** No active workers.json entry names the type and no worker ever registered it. */
+  /** No active workers.json entry names the type and no worker registered it since the dispatcher started. */
   UNKNOWN_TYPE: 'TG_ERR_UNKNOWN_TYPE',
   /** A task, lease or other object with that id does not exist. */
   NOT_FOUND: 'TG_ERR_NOT_FOUND',

@@ -157,8 +157,14 @@ export class Dispatcher {
   readonly #id: string;
   readonly #legacy: LegacyTaskSender | undefined;
   readonly #started = Date.now();
-  /** Types accepted by submit: workers.json, ever registered, ever stored. */
+  /** Types stats report: workers.json, ever registered, ever stored. */
   readonly #knownTypes = new Set<string>();
+  /**
+   * Types submit accepts: active workers.json entries and types a worker registered since this
+   * dispatcher started. A type only left in the store (removed from workers.json, no worker) is
+   * refused: its tasks would wait for ever.
+   */
+  readonly #acceptedTypes = new Set<string>();
   readonly #workers = new Map<string, WorkerState>();
   /** Task id -> worker instance id, for running tasks this dispatcher accounts to a worker. */
   readonly #assigned = new Map<number, string>();
@@ -232,7 +238,10 @@ export class Dispatcher {
       maxWatched: options.maxWatched ?? d.maxWatched,
       version: options.version ?? d.version,
     };
-    for (const name of this.#typeSettings.keys()) this.#knownTypes.add(name);
+    for (const name of this.#typeSettings.keys()) {
+      this.#knownTypes.add(name);
+      this.#acceptedTypes.add(name);
+    }
     this.#submitOptions = {
       timeoutMs: this.#o.taskTimeoutMs,
       maxAttempts: this.#o.maxAttempts,
@@ -245,11 +254,19 @@ export class Dispatcher {
 
   /** Recovers state from the store, installs the handlers and starts dispatching. */
   async start(): Promise<void> {
-    for (const type of (await this.#store.counts()).keys()) {
+    const stored = await this.#store.counts();
+    for (const type of stored.keys()) {
       this.#knownTypes.add(type);
       this.#maybeQueued.add(type);
     }
     for (const inst of this.#dir.instances({ role: 'worker' })) this.#upsertWorker(inst);
+    for (const [type, c] of stored) {
+      if (this.#acceptedTypes.has(type) || c.queued + c.running === 0) continue;
+      this.#log.warn(
+        { type, queued: c.queued, running: c.running },
+        'tasks of a type no active workers.json entry names and no worker serves: they wait until a worker of it registers, and new ones are refused (TG_ERR_UNKNOWN_TYPE)',
+      );
+    }
     // Running tasks survive a restart with their leases: account them to their workers, and
     // ask each worker, once it is listed, which of them it holds (#confirmHeld).
     const unlisted = new Set<string>();
@@ -360,7 +377,7 @@ export class Dispatcher {
     // Plain loops, no callbacks: this runs once per submit, often with one task.
     for (let i = 0; i < body.tasks.length; i++) {
       const spec = body.tasks[i]!;
-      if (!this.#knownTypes.has(spec.type)) {
+      if (!this.#acceptedTypes.has(spec.type)) {
         results[i] = {
           error: {
             code: ErrorCode.UNKNOWN_TYPE,
@@ -828,7 +845,10 @@ export class Dispatcher {
     if (inst.role !== 'worker') return;
     // A TaskGrid+ worker reads TASK messages only: without a legacy sender it cannot be used.
     if (isLegacyInstance(inst) && !this.#legacy) return;
-    for (const t of inst.types) this.#knownTypes.add(t);
+    for (const t of inst.types) {
+      this.#knownTypes.add(t);
+      this.#acceptedTypes.add(t);
+    }
     const w = this.#workers.get(inst.id);
     if (w) w.instance = inst;
     else {

@@ -3,6 +3,8 @@
  * (with their thread pools) and a client endpoint, all over the in-memory lossy network.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Dispatcher } from '../../src/dispatcher/dispatcher.ts';
@@ -34,6 +36,8 @@ interface GridOptions {
   keepFinishedMax?: number;
   pruneEveryMs?: number;
   pruneBatch?: number;
+  /** The dispatcher's SQLite file; default a store in memory. */
+  storePath?: string;
 }
 
 class MemGrid {
@@ -47,12 +51,15 @@ class MemGrid {
   readonly dAddr = { host: 'dispatcher', port: 4000 };
   #n = 0;
 
-  constructor(faults: Partial<Faults>, { leaseTtlMs = LEASE_TTL_MS, ...opts }: GridOptions = {}) {
+  constructor(
+    faults: Partial<Faults>,
+    { leaseTtlMs = LEASE_TTL_MS, storePath = ':memory:', ...opts }: GridOptions = {},
+  ) {
     this.net = new MemoryNetwork(faults);
     const nsT = new Endpoint(this.net.link('ns', 5001), QUICK);
     this.ns = new Nameservice({ transport: nsT, heartbeatMs: 100, leaseTtlMs, sweepMs: 50 });
     const dT = new Endpoint(this.net.link('dispatcher', 4000), QUICK);
-    const store = new SqliteTaskStore({ path: ':memory:', retry: { baseMs: 20, maxMs: 100, jitter: 0 } });
+    const store = new SqliteTaskStore({ path: storePath, retry: { baseMs: 20, maxMs: 100, jitter: 0 } });
     const directory = new Directory({
       transport: dT,
       nameservers: [this.nsAddr],
@@ -290,6 +297,47 @@ describe('the dispatcher', () => {
     assert.ok(bad && 'error' in bad);
     assert.equal(bad.error.code, 'TG_ERR_UNKNOWN_TYPE');
     assert.match(bad.error.message, /nosuch/);
+  });
+
+  test('refuses a type only its store still holds (removed from workers.json, no worker), keeping its queued tasks', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskgrid-removed-type-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'tasks.db');
+    // The store of a grid whose workers.json listed `default-export`: two of its tasks still queued.
+    const before = new SqliteTaskStore({ path });
+    const ids = (
+      await before.submit(
+        [
+          { type: 'default-export', payload: 'a' },
+          { type: 'default-export', payload: 'b' },
+        ],
+        Date.now(),
+        { timeoutMs: 5_000, maxAttempts: 1 },
+      )
+    ).map((r) => {
+      assert.ok('id' in r, JSON.stringify(r));
+      return r.id;
+    });
+    await before.close();
+
+    const g = await grid({}, { storePath: path });
+    const [refused] = await g.submit([{ type: 'default-export', payload: 'c' }]);
+    assert.ok(refused && 'error' in refused, JSON.stringify(refused));
+    assert.equal(refused.error.code, 'TG_ERR_UNKNOWN_TYPE');
+    const stats = await g.client.request(g.dAddr, 'stats', {});
+    assert.equal(stats.types['default-export']?.queued, 2, 'its queued tasks are kept, and shown');
+    // A worker that serves it again: its tasks run, and new ones are accepted.
+    await g.worker(['default-export']);
+    const [accepted] = await g.ids([{ type: 'default-export', payload: 'd' }]);
+    const views = await g.waitAll([...ids, accepted!]);
+    assert.deepEqual(
+      views.map((v) => [v.status, v.result]),
+      [
+        ['succeeded', 'default:a'],
+        ['succeeded', 'default:b'],
+        ['succeeded', 'default:d'],
+      ],
+    );
   });
 
   test('makes a resubmitted task with the same idempotency key the same task', async () => {
