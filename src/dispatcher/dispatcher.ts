@@ -48,6 +48,9 @@ export interface TypeSettings {
   maxAttempts?: number | undefined;
 }
 
+/** One warning a minute per worker whose TASK batches time out or are refused. */
+const UNTAKEN_WARN_MS = 60_000;
+
 export const DISPATCHER_DEFAULTS = {
   /** Per-attempt timeout of a task whose submitter and type say nothing. */
   taskTimeoutMs: 30_000,
@@ -166,6 +169,8 @@ export class Dispatcher {
    */
   readonly #acceptedTypes = new Set<string>();
   readonly #workers = new Map<string, WorkerState>();
+  /** When each worker's untaken TASK batches were last logged, and how many since. */
+  readonly #untakenWarned = new Map<string, { at: number; since: number }>();
   /** Task id -> worker instance id, for running tasks this dispatcher accounts to a worker. */
   readonly #assigned = new Map<number, string>();
   /** Types whose queue may hold claimable tasks. */
@@ -625,10 +630,26 @@ export class Dispatcher {
       },
       (err: unknown) => {
         if (this.#closed || (err instanceof TaskGridError && err.code === ErrorCode.CLOSED)) return;
-        this.#log.warn(
-          { err, worker: w.instance.id, tasks: tasks.length },
-          'a worker did not take tasks; they go back to their queues',
-        );
+        // A worker that died has every batch sent to it time out: one line per worker a
+        // minute, with the code rather than a stack (a stack only for what is not ours).
+        const id = w.instance.id;
+        const now = Date.now();
+        const last = this.#untakenWarned.get(id);
+        if (last === undefined || now - last.at >= UNTAKEN_WARN_MS) {
+          // Workers come and go with new ids: forget those quiet for a window.
+          for (const [other, e] of this.#untakenWarned)
+            if (now - e.at >= UNTAKEN_WARN_MS) this.#untakenWarned.delete(other);
+          this.#untakenWarned.set(id, { at: now, since: 0 });
+          this.#log.warn(
+            {
+              ...(err instanceof TaskGridError ? { code: err.code, error: err.message } : { err }),
+              worker: id,
+              tasks: tasks.length,
+              ...(last && last.since > 0 && { batchesSinceLastWarning: last.since }),
+            },
+            'a worker did not take tasks; they go back to their queues',
+          );
+        } else last.since++;
         // Unacknowledged to the request's deadline (or refused with an error reply): a failed
         // attempt now rather than at the lease's end. Should the worker have them after all, the
         // attempt fence refuses its results for them, and the attempts running elsewhere record theirs.

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
 import { after, describe, test } from 'node:test';
 import { Dispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { SqliteTaskStore } from '../../src/dispatcher/store/sqlite.ts';
@@ -38,6 +39,8 @@ interface GridOptions {
   pruneBatch?: number;
   /** The dispatcher's SQLite file; default a store in memory. */
   storePath?: string;
+  /** The dispatcher's logger; default silent. */
+  logger?: Logger;
 }
 
 class MemGrid {
@@ -53,7 +56,7 @@ class MemGrid {
 
   constructor(
     faults: Partial<Faults>,
-    { leaseTtlMs = LEASE_TTL_MS, storePath = ':memory:', ...opts }: GridOptions = {},
+    { leaseTtlMs = LEASE_TTL_MS, storePath = ':memory:', logger, ...opts }: GridOptions = {},
   ) {
     this.net = new MemoryNetwork(faults);
     const nsT = new Endpoint(this.net.link('ns', 5001), QUICK);
@@ -77,6 +80,7 @@ class MemGrid {
         ['permanent', {}],
       ]),
       leaseGraceMs: 300,
+      ...(logger && { logger }),
       ...opts,
     });
     this.client = new Endpoint(this.net.link('client', 7000), QUICK);
@@ -254,7 +258,12 @@ describe('the dispatcher', () => {
   });
 
   test('tasks a worker never acknowledges go back to their queue at the request deadline, not the lease', async () => {
-    const g = await grid({}, { requestTimeoutMs: 300 });
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: 'info' },
+      { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) },
+    );
+    const g = await grid({}, { requestTimeoutMs: 300, logger });
     await g.mute(['echo']);
     const [id] = await g.ids([{ type: 'echo', payload: 'x' }]);
     const started = Date.now();
@@ -265,6 +274,11 @@ describe('the dispatcher', () => {
     assert.equal(view!.error?.code, 'TG_ERR_WORKER_LOST');
     assert.match(view!.error?.message ?? '', /did not acknowledge the task within 300 ms/);
     assert.ok(Date.now() - started < 15_000);
+    // Three batches timed out at the same worker: one warning (a minute), with the code, no stack.
+    const warned = lines.filter((l) => l.msg === 'a worker did not take tasks; they go back to their queues');
+    assert.equal(warned.length, 1, JSON.stringify(warned));
+    assert.equal(warned[0]!.code, 'TG_ERR_TIMEOUT');
+    assert.equal(warned[0]!.err, undefined);
   });
 
   test('shows a running task’s progress, its fraction and its message, in the task’s view', async () => {
