@@ -49,6 +49,9 @@ function snake(name: string): string {
  * {@link updateInstances}, {@link observeFinished} and {@link observeHttp}; read it with
  * {@link render}.
  */
+/** A start time that moves by more than this is a restart; less is the ping's own delay. */
+const RESTART_SLACK_MS = 2_000;
+
 export class MonitoringMetrics {
   /** The registry holding every metric below. */
   readonly registry = new Registry();
@@ -62,6 +65,9 @@ export class MonitoringMetrics {
   readonly #servedTypes = new Set<string>();
 
   readonly #up: Gauge<'component'>;
+  readonly #startTime: Gauge<'component' | 'address'>;
+  /** The start time each component's series holds, in ms, to tell a restart from ping jitter. */
+  readonly #startedAt = new Map<string, number>();
   readonly #tasks: Gauge<'type' | 'status'>;
   readonly #queueDepth: Gauge<'type'>;
   readonly #oldestQueued: Gauge<'type'>;
@@ -77,6 +83,12 @@ export class MonitoringMetrics {
     const registers = [this.registry];
     // Metrics read at scrape time refer to themselves by name in their collect().
 
+    this.#startTime = new Gauge({
+      name: 'taskgrid_component_start_time_seconds',
+      help: "When the dispatcher's and each nameservice's process started (seconds since the epoch), from their ping's uptime every 10 s: it changes when the component restarts.",
+      labelNames: ['component', 'address'],
+      registers,
+    });
     this.#up = new Gauge({
       name: 'taskgrid_up',
       help: 'Whether monitoring reaches the component (1) or not (0), as of its last poll.',
@@ -297,6 +309,19 @@ export class MonitoringMetrics {
   /** A component answered (or not). */
   setUp(component: 'dispatcher' | 'nameservice', up: boolean): void {
     this.#up.set({ component }, up ? 1 : 0);
+  }
+
+  /**
+   * A component's process started at `startedAtMs` (this clock: the time of the ping less its
+   * uptime). Kept unless it moves by more than {@link RESTART_SLACK_MS}, so that the series only
+   * changes at a restart, not with the ping's round trip.
+   */
+  setStartTime(component: 'dispatcher' | 'nameservice', address: string, startedAtMs: number): void {
+    const key = `${component} ${address}`;
+    const was = this.#startedAt.get(key);
+    if (was !== undefined && Math.abs(startedAtMs - was) <= RESTART_SLACK_MS) return;
+    this.#startedAt.set(key, startedAtMs);
+    this.#startTime.set({ component, address }, Math.round(startedAtMs / 1000));
   }
 
   /** A poll ended. */

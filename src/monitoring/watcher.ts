@@ -12,12 +12,12 @@
  * Worker changes come from the nameservice subscription (the Directory pushes them) and are
  * published as they happen, not polled.
  */
-import { isFinal } from '../client/index.ts';
+import { formatAddress, isFinal } from '../client/index.ts';
 import type { StatsReply } from '../client/index.ts';
 import { ErrorCode, TaskGridError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { TaskView, WireError } from '../protocol/messages.ts';
-import { systemClock, type Clock } from '../transport/types.ts';
+import { systemClock, type Clock, type PeerAddress } from '../transport/types.ts';
 import type { EventHub } from './events.ts';
 import { fittingTasksPage, type GridSource } from './grid.ts';
 import type { MonitoringMetrics } from './metrics.ts';
@@ -30,6 +30,9 @@ import type {
   StatsSample,
   TaskSummary,
 } from './schemas.ts';
+
+/** Polls between two pings of the dispatcher and the nameservices for their start times. */
+const START_PROBE_EVERY = 10;
 
 /** Options of a {@link GridWatcher}. */
 export interface GridWatcherOptions {
@@ -150,6 +153,8 @@ export class GridWatcher {
   };
   #timer: unknown;
   #polling: Promise<void> | undefined;
+  /** Polls begun, for the start-time pings every few polls. */
+  #polls = 0;
   #unsubscribe: (() => void) | undefined;
   #started = false;
   #closed = false;
@@ -240,7 +245,28 @@ export class GridWatcher {
     }, ms);
   }
 
+  /**
+   * Every {@link START_PROBE_EVERY} polls (the first included): pings the dispatcher and each
+   * nameservice for their uptime, which gives `taskgrid_component_start_time_seconds`. Not
+   * awaited by the poll; a component that does not answer keeps its last value.
+   */
+  #probeStarts(): void {
+    if (this.#polls++ % START_PROBE_EVERY !== 0) return;
+    const probe = async (component: 'dispatcher' | 'nameservice', address: PeerAddress) => {
+      const sent = this.#clock.now();
+      const reply = await this.#grid.ping(address, this.#t.pollIntervalMs * 2);
+      this.#metrics.setStartTime(component, formatAddress(address), sent - reply.uptimeMs);
+    };
+    const quiet = () => {};
+    for (const ns of this.#grid.nameservers()) probe('nameservice', ns).catch(quiet);
+    this.#grid
+      .dispatcherAddress()
+      .then((address) => probe('dispatcher', address))
+      .catch(quiet);
+  }
+
   async #poll(): Promise<void> {
+    this.#probeStarts();
     // After pages had to shrink, try twice the size that fitted: back to full size when payloads shrink again.
     const [stats, newest, running] = await Promise.allSettled([
       this.#grid.stats(),

@@ -68,8 +68,13 @@ export class FakeGrid implements GridSource {
   readonly #listeners = new Set<(change: DirectoryChange) => void>();
   readonly #clock: Clock;
 
+  /** When the fake dispatcher's and nameservice's processes started (their ping's uptime). */
+  readonly startedAt: { dispatcher: number; nameservice: number };
+
   constructor(clock: Clock) {
     this.#clock = clock;
+    const started = clock.now() - 1234;
+    this.startedAt = { dispatcher: started, nameservice: started };
   }
 
   // ---- test controls ----
@@ -348,7 +353,11 @@ export class FakeGrid implements GridSource {
     return Promise.resolve({
       component: isDispatcher ? 'dispatcher' : isNameservice ? 'nameservice' : 'worker',
       version: '0.1.0',
-      uptimeMs: 1234,
+      uptimeMs: Math.max(
+        0,
+        this.#clock.now() -
+          (isDispatcher ? this.startedAt.dispatcher : isNameservice ? this.startedAt.nameservice : 0),
+      ),
       pid: 99,
       ...(worker ? { id: worker.id } : isDispatcher ? { id: 'dispatcher-1' } : {}),
     });

@@ -122,6 +122,48 @@ describe('metrics', () => {
     await watcher.close();
   });
 
+  test('taskgrid_component_start_time_seconds tells when the dispatcher and the nameservice started, and changes only when they restart', async () => {
+    const clock = new ManualClock();
+    const grid = new FakeGrid(clock);
+    const { app, watcher } = makeApp({ grid, clock });
+    const series = async () => {
+      const text = await (await app.request('/metrics')).text();
+      return Object.fromEntries(
+        [
+          ...text.matchAll(
+            /^taskgrid_component_start_time_seconds\{component="(\w+)",address="([^"]+)"\} (\d+)$/gm,
+          ),
+        ].map((m) => [`${m[1]} ${m[2]}`, Number(m[3])]),
+      );
+    };
+    const seconds = (ms: number) => Math.round(ms / 1000);
+    await watcher.pollOnce();
+    await new Promise((r) => setImmediate(r)); // the pings are not awaited by the poll
+    const first = {
+      'dispatcher 127.0.0.1:4000': seconds(grid.startedAt.dispatcher),
+      'nameservice 127.0.0.1:5001': seconds(grid.startedAt.nameservice),
+    };
+    assert.deepEqual(await series(), first);
+    // Time passes, the pings come again (every 10 polls) with longer uptimes: no change.
+    for (let i = 0; i < 20; i++) {
+      clock.advance(1_000);
+      await watcher.pollOnce();
+    }
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(await series(), first);
+    // The dispatcher restarts: its next ping's uptime is short, and the series moves.
+    grid.startedAt.dispatcher = clock.now() - 500;
+    for (let i = 0; i < 10; i++) {
+      clock.advance(1_000);
+      await watcher.pollOnce();
+    }
+    await new Promise((r) => setImmediate(r));
+    const after = await series();
+    assert.equal(after['dispatcher 127.0.0.1:4000'], seconds(grid.startedAt.dispatcher));
+    assert.equal(after['nameservice 127.0.0.1:5001'], first['nameservice 127.0.0.1:5001']);
+    await watcher.close();
+  });
+
   test('taskgrid_queue_oldest_age_seconds gives the age of the oldest queued task per type, 0 when none', async () => {
     const clock = new ManualClock();
     const grid = new FakeGrid(clock);
