@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ROOT, freeTcpPort, freeUdpPort } from '../support/process.ts';
+import { ROOT, freeTcpPort, freeUdpPort, runCli } from '../support/process.ts';
 
 /** A fresh TASKGRID_HOME and free ports for a grid of the default workers.json. */
 async function freshGridEnv(name: string): Promise<{ home: string; env: NodeJS.ProcessEnv }> {
@@ -105,17 +105,7 @@ test(
       assert.ok(dashboard, 'it says where the dashboard is');
       assert.equal((await fetch(dashboard)).status, 200);
 
-      const cli = (args: string[]) =>
-        new Promise<{ code: number | null; stdout: string }>((resolve) => {
-          const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], {
-            cwd: ROOT,
-            env,
-            stdio: ['ignore', 'pipe', 'inherit'],
-          });
-          let stdout = '';
-          p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-          p.on('exit', (code) => resolve({ code, stdout }));
-        });
+      const cli = (args: string[]) => runCli(args, { env });
       const sent = await cli(['send', 'reverse', 'Hello', '--wait']);
       assert.equal(sent.code, 0);
       assert.equal(sent.stdout.trim().split('\n').at(-1), 'olleH');
@@ -161,18 +151,7 @@ test(
 );
 
 function cliIn(env: NodeJS.ProcessEnv, args: string[]) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const p = spawn(process.execPath, ['bin/taskgrid.js', ...args], {
-      cwd: ROOT,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    p.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(args, { env });
 }
 
 test(

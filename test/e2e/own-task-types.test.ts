@@ -4,12 +4,11 @@
  * `taskgrid`, and a handler that does not load reported as such by `taskgrid run -d`.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ROOT, freeTcpPort, freeUdpPort } from '../support/process.ts';
+import { freeTcpPort, freeUdpPort, runCli } from '../support/process.ts';
 
 /** A project of the developer's own: one type per module given, run from its folder. */
 async function project(modules: Record<string, string>, extraEnv: NodeJS.ProcessEnv = {}) {
@@ -39,19 +38,7 @@ async function project(modules: Record<string, string>, extraEnv: NodeJS.Process
     TASKGRID_TYPES_DIR: 'handlers',
     ...extraEnv,
   };
-  const cli = (args: string[]) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const p = spawn(process.execPath, [join(ROOT, 'bin/taskgrid.js'), ...args], {
-        cwd: dir,
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      p.on('exit', (code) => resolve({ code, stdout, stderr }));
-    });
+  const cli = (args: string[]) => runCli(args, { env, cwd: dir });
   const cleanup = async () => {
     await cli(['stop']);
     // Whatever the stop missed (a failed assertion before the grid was up, say).

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -138,4 +139,27 @@ export async function freeTcpPort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/** What a finished `taskgrid` process printed, and its exit code. */
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI (`bin/taskgrid.js`) as a process to its end, from `cwd` (default the project). */
+export function runCli(args: string[], o: { env: NodeJS.ProcessEnv; cwd?: string }): Promise<CliRun> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [join(ROOT, 'bin/taskgrid.js'), ...args], {
+      cwd: o.cwd ?? ROOT,
+      env: o.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
 }
