@@ -57,7 +57,7 @@ test('the tarball holds what the components read at run time and nothing of the 
     );
     assert.doesNotMatch(
       f,
-      /(^|\/)\.env|\.db$|\.log$|\.tgz$|docker-compose\.generated\.yml$/,
+      /(^|\/)\.env|\.db$|\.log$|\.tgz$|\.tsbuildinfo$|docker-compose\.generated\.yml$/,
       `${f} is not packed`,
     );
   }
