@@ -37,6 +37,7 @@ import {
   type Envelope,
 } from '../protocol/envelope.ts';
 import { fastCheck } from '../protocol/fast-check.ts';
+import { parseIgnoringUnknownKeys } from '../protocol/tolerant.ts';
 import {
   ACK_HEADER_BYTES,
   AckStatus,
@@ -1285,7 +1286,9 @@ export class Endpoint implements Transport {
           this.#settle(p, undefined, env.b);
           return;
         }
-        const parsed = schema.safeParse(env.b);
+        // A newer peer's reply may carry optional fields this version does not know: read the
+        // rest (docs/PROTOCOL.md, "Versions"). Requests stay strict.
+        const { result: parsed } = parseIgnoringUnknownKeys(schema, env.b);
         if (parsed.success) this.#settle(p, undefined, parsed.data);
         else {
           this.#counters.malformed++;
