@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateCompose } from '../compose/generate.ts';
 import {
@@ -18,6 +18,9 @@ import {
 import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
 import { START_FAILED, removeStateFile, writeState, type GridState } from './control.ts';
 import { Supervisor, type ComponentSpec } from './supervisor.ts';
+
+/** Where `taskgrid start`'s incremental compile keeps its build info (inside dist/, not packed). */
+const BUILD_INFO = 'dist/.tsbuildinfo';
 
 export interface LocalGridOptions {
   config: Config;
@@ -101,11 +104,20 @@ export function buildGrid(
   }
   if (tsc) {
     o.say('compiling (tsc -p tsconfig.build.json)…');
-    const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
-      cwd: o.root,
-      encoding: 'utf8',
-    });
+    // Incremental: with the sources unchanged it takes a quarter of a full build (2.5 s against
+    // 9 s here). Its build info lives in dist/, so that removing dist/ rebuilds everything.
+    const r = spawnSync(
+      process.execPath,
+      [tsc, '-p', 'tsconfig.build.json', '--incremental', '--tsBuildInfoFile', BUILD_INFO],
+      { cwd: o.root, encoding: 'utf8' },
+    );
     if (r.status !== 0) throw new Error(`compilation failed:\n${r.stdout}${r.stderr}`);
+    // An incremental build rewrites only what changed, but bin/taskgrid.js runs dist/ only when
+    // its entry is at least as new as every source (else it runs src/ through tsx): the build
+    // is current now, so say so.
+    const entry = join(o.root, 'dist/src/cli/main.js');
+    const now = new Date();
+    if (existsSync(entry)) utimesSync(entry, now, now);
   }
   writeFileSync(join(o.root, 'docker-compose.generated.yml'), generateCompose(entries));
   o.say('wrote docker-compose.generated.yml');
