@@ -30,7 +30,7 @@ import {
   type LocalGridOptions,
 } from '../local/grid.ts';
 import { installGridRun, type CliContext } from './main.ts';
-import { ExitCode, formatBytes, formatDuration } from './output.ts';
+import { ExitCode, Output, formatBytes, formatDuration } from './output.ts';
 
 const COMPOSE_FILE = 'docker-compose.generated.yml';
 /** The same grid as a Swarm stack (`docker stack deploy -c`): `regen-compose --swarm`. */
@@ -260,7 +260,7 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
           h.ok ? 'healthy' : 'NOT ANSWERING',
           h.detail,
         ]);
-        writeTable(ctx, ['COMPONENT', 'PID', 'RESTARTS', 'STATE', 'DETAIL'], rows);
+        new Output(ctx.io, false).table(['COMPONENT', 'PID', 'RESTARTS', 'STATE', 'DETAIL'], rows);
       }
       ctx.exitCode = healthy ? ExitCode.OK : ExitCode.UNREACHABLE;
     });
@@ -289,8 +289,7 @@ export function registerGridCommands(program: Command, ctx: CliContext): void {
           return;
         }
         const now = Date.now();
-        writeTable(
-          ctx,
+        new Output(ctx.io, false).table(
           ['COMPONENT', 'SIZE', 'LAST WRITTEN'],
           files.map((f) => [
             f.component,
@@ -354,16 +353,4 @@ export function rewriteManFlag(argv: readonly string[]): string[] {
 /** For tests: the state directory's paths of the current configuration. */
 export function currentPaths(): ReturnType<typeof statePaths> {
   return statePaths(loadConfig(process.env, {}, { projectRoot: findProjectRoot() }).home);
-}
-
-/** Columns padded to their widest cell, two spaces apart, on stdout (no trailing blanks). */
-function writeTable(ctx: CliContext, head: string[], rows: string[][]): void {
-  const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
-  for (const r of [head, ...rows])
-    ctx.io.stdout.write(
-      `${r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd()}\n`,
-    );
 }

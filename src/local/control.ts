@@ -178,6 +178,15 @@ export function startFailure(log: string, logPath: string): TaskGridError {
   );
 }
 
+/**
+ * Where the monitoring service of a local grid serves its dashboard: its real port when known
+ * (from its ready line; a port given as 0 is the one it got), on loopback when bound to any address.
+ */
+export function dashboardUrl(config: Config, port: number = config.monitoringPort): string {
+  const host = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
+}
+
 export interface ComponentHealth {
   name: string;
   pid: number | undefined;
@@ -240,8 +249,7 @@ export async function gridHealth(config: Config, paths: StatePaths): Promise<Com
       });
     }
     if (state?.components.monitoring) {
-      const port = state.components.monitoring.address?.port ?? config.monitoringPort;
-      const url = `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind}:${port}/healthz`;
+      const url = `${dashboardUrl(config, state.components.monitoring.address?.port)}healthz`;
       try {
         const res = await fetch(url, { signal: AbortSignal.timeout(3_000) });
         out.push({ ...base('monitoring'), ok: res.ok, detail: `HTTP ${res.status} from ${url}` });
@@ -379,7 +387,11 @@ export async function tailLog(paths: StatePaths, component: string, o: TailOptio
       } catch {
         continue; // removed (reset); it may come back
       }
-      if (size < offset) offset = 0; // truncated or replaced
+      if (size < offset) {
+        // Truncated or replaced (logrotate's copytruncate): start again, without the old half line.
+        offset = 0;
+        partial = '';
+      }
       if (size <= offset) continue;
       const buf = Buffer.alloc(size - offset);
       const f = openSync(file, 'r');

@@ -16,7 +16,7 @@ import {
   type Config,
 } from '../config/env.ts';
 import { activeTypes, loadWorkersFile, type WorkerTypeEntry } from '../config/workers.ts';
-import { START_FAILED, removeStateFile, writeState, type GridState } from './control.ts';
+import { START_FAILED, dashboardUrl, removeStateFile, writeState, type GridState } from './control.ts';
 import { Supervisor, type ComponentSpec } from './supervisor.ts';
 
 /** Where `taskgrid start`'s incremental compile keeps its build info (inside dist/, not packed). */
@@ -122,12 +122,6 @@ export function buildGrid(
   writeFileSync(join(o.root, 'docker-compose.generated.yml'), generateCompose(entries));
   o.say('wrote docker-compose.generated.yml');
   return entries;
-}
-
-/** Where the monitoring service of a local grid serves its dashboard. */
-export function dashboardUrl(config: Config, port: number = config.monitoringPort): string {
-  const host = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
 }
 
 /** Tells a person where the grid is and how to send it a task. */

@@ -58,7 +58,7 @@ describe('taskgrid logs', () => {
     assert.match(await tail('dispatcher', 5), /^\{"level":30,.*"msg":"ready"/);
   });
 
-  test('follows appended lines, never printing half a line, until stopped', async () => {
+  test('follows appended lines, never printing half a line, across a truncation, until stopped', async () => {
     writeFileSync(paths.logFile('worker-reverse'), 'old\n');
     const stop = new AbortController();
     const seen: string[] = [];
@@ -85,9 +85,15 @@ describe('taskgrid logs', () => {
     assert.ok(!seen.join('').includes('sec'), 'half a line waits for its end');
     appendFileSync(paths.logFile('worker-reverse'), 'ond\n');
     await until('second\n');
+    // Rotated with copytruncate while a line was half written: the new file is read from its
+    // start, and the old half line is not glued to its first line.
+    appendFileSync(paths.logFile('worker-reverse'), 'half a li');
+    await new Promise((r) => setTimeout(r, 600));
+    writeFileSync(paths.logFile('worker-reverse'), 'fresh\n');
+    await until('fresh\n');
     stop.abort();
     await following;
-    assert.equal(seen.join(''), 'old\nfirst\nsecond\n');
+    assert.equal(seen.join(''), 'old\nfirst\nsecond\nfresh\n');
   });
 
   test('names the components that have logs when asked for one without', async () => {
